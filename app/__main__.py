@@ -1,0 +1,3 @@
+from fleetdeck.app.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""``fleetdeck server``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FLEETDECK_DATA_DIR",
+              help="Where the embedded store keeps its data (default: $XDG_DATA_HOME/fleetdeck/server).")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="FLEETDECK_HOST",
+              help="Address to bind; anything but loopback exposes the server to the network.")
+@click.option("--port", default=8008, show_default=True, type=click.IntRange(1, 65535), envvar="FLEETDECK_PORT")
+@click.option("--store", "store_uri", envvar="FLEETDECK_STORE",
+              help="mongodb://… to use MongoDB instead of the embedded store.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def server(data_dir: Path | None, host: str, port: int, store_uri: str | None, log_level: str) -> None:
+    """Run the tracking server (embedded store by default)."""
+    from fleetdeck.errors import FleetdeckError
+    from fleetdeck.server_lite.runner import default_data_dir, serve
+    from fleetdeck.server_lite.store.base import StoreError
+
+    try:
+        serve(data_dir or default_data_dir(), host=host, port=port, store_uri=store_uri, log_level=log_level)
+    except (StoreError, ValueError) as exc:
+        raise FleetdeckError(str(exc)) from None
+    except OSError as exc:
+        raise FleetdeckError(f"cannot start the server: {exc.strerror or exc}") from None

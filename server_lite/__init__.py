@@ -1,0 +1,1 @@
+"""fleetdeck's tracking server: HTTP API over a document store, event segments and blob files."""

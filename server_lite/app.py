@@ -1,0 +1,127 @@
+"""The ASGI application: routers, authentication, body limits and error mapping.
+
+Every route but ``/health`` requires a bearer token (``tests/server_lite/test_auth.py`` walks the
+route table to prove it). Errors always come back as JSON ``{"detail": ...}``: a user's mistake is
+a 4xx naming the problem; a full disk is a 507 and the write was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleetdeck._version import __version__
+from fleetdeck.server_lite.deps import authenticated
+from fleetdeck.server_lite.names import BadName
+from fleetdeck.server_lite.routes import blobs, events, projects, queues, tasks, tokens
+from fleetdeck.server_lite.state import ServerState
+from fleetdeck.server_lite.store.base import StoreError, StoreFull
+
+log = logging.getLogger("fleetdeck.server")
+
+ROUTERS = [projects.router, tasks.router, events.router, blobs.router, queues.router, tokens.router]
+"""Every authenticated router; a feature adds its router here."""
+
+
+def create_app(state: ServerState, extra_routers: list[Any] | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.notifier.bind(asyncio.get_running_loop())
+        yield
+
+    app = FastAPI(title="fleetdeck server", version=__version__, lifespan=lifespan,
+                  description="Experiment tracking, queues and fleet state for fleetdeck.")
+    app.state.fleetdeck = state
+
+    @app.get("/health", tags=["server"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    for router in [*ROUTERS, *(extra_routers or [])]:
+        app.include_router(router, dependencies=[Depends(authenticated)])
+
+    @app.exception_handler(StoreFull)
+    async def _full(request: Request, exc: StoreFull) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=507)
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"storage unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(BadName)
+    async def _bad_name(request: Request, exc: BadName) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    app.add_middleware(BodyLimit, default_limit=state.max_body_bytes, chunk_limit=state.max_chunk_bytes)
+    return app
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413 before they are buffered.
+
+    Blob chunk uploads (``PUT /blobs/uploads/...``) get their own, larger limit.
+    """
+
+    def __init__(self, app: ASGIApp, default_limit: int, chunk_limit: int) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.chunk_limit = chunk_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_chunk = scope["method"] == "PUT" and scope["path"].startswith("/blobs/uploads/")
+        limit = self.chunk_limit if is_chunk else self.default_limit
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                await _reply(send, 400, "Content-Length is not a number")
+                return
+            if too_big:
+                await _reply(send, 413, f"request body over the {limit} byte limit")
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, f"request body over the {limit} byte limit")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

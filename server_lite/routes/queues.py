@@ -1,0 +1,165 @@
+"""Queues with atomic dequeue (long-poll), and workers' volatile heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from fleetdeck.server_lite.deps import Principal, State, UserOrAdmin
+from fleetdeck.server_lite.names import BadName, check_name
+from fleetdeck.server_lite.routes.projects import project_id_for
+from fleetdeck.server_lite.routes.tasks import load_task
+from fleetdeck.server_lite.schemas import DequeueRequest, EnqueueRequest, Heartbeat, QueueCreate
+from fleetdeck.server_lite.state import ServerState
+from fleetdeck.server_lite.store.base import DuplicateId, Document
+from fleetdeck.server_lite.tasks import TASKS, TransitionError, status_update
+
+router = APIRouter(tags=["queues"])
+QUEUES = "queues"
+ENTRIES = "queue_entries"
+WORKERS = "workers"
+
+
+def _queue_name(name: str) -> str:
+    try:
+        return check_name(name, "queue name")
+    except BadName as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def ensure_queue(state: ServerState, name: str) -> Document:
+    qid = project_id_for("queue:" + name)
+    found = state.store.get(QUEUES, qid)
+    if found is not None:
+        return found
+    try:
+        return state.store.insert(QUEUES, {"id": qid, "name": name, "created": state.clock.now()})
+    except DuplicateId:
+        return state.store.get(QUEUES, qid)  # type: ignore[return-value]
+
+
+def find_queue(state: ServerState, name: str) -> Document:
+    found = state.store.get(QUEUES, project_id_for("queue:" + _queue_name(name)))
+    if found is None:
+        raise HTTPException(404, f"no queue {name!r}")
+    return found
+
+
+@router.post("/queues", status_code=201, dependencies=[UserOrAdmin])
+def create_queue(body: QueueCreate, state: State) -> Document:
+    return ensure_queue(state, _queue_name(body.name))
+
+
+@router.get("/queues")
+def list_queues(state: State) -> dict[str, Any]:
+    queues = state.store.find(QUEUES, sort=[("name", 1)])
+    workers = state.store.list_volatile(WORKERS)
+    items = []
+    for queue in queues:
+        serving = sorted(w for w, hb in workers.items() if queue["name"] in hb.get("queues", ()))
+        items.append({**queue, "length": state.store.count(ENTRIES, {"queue": queue["id"]}), "workers": serving})
+    return {"items": items}
+
+
+@router.get("/queues/{name}/entries")
+def list_entries(name: str, state: State) -> dict[str, Any]:
+    queue = find_queue(state, name)
+    entries = state.store.find(ENTRIES, {"queue": queue["id"]}, sort=[("priority", -1), ("seq", 1)])
+    return {"items": entries}
+
+
+@router.post("/queues/{name}/entries", status_code=201)
+def enqueue(name: str, body: EnqueueRequest, state: State, principal: Principal) -> Document:
+    queue = ensure_queue(state, _queue_name(name))
+    task = load_task(state, body.task_id)
+    try:
+        update = status_update(task["status"], "queued", state.clock.now(), f"queued on {name}", False)
+    except TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    update["queue"] = queue["name"]
+    if state.store.update(TASKS, task["id"], {"$set": update}, where={"status": task["status"]}) is None:
+        raise HTTPException(409, f"task {task['id']} changed status concurrently; retry")
+    entry = {"id": task["id"], "queue": queue["id"], "queue_name": queue["name"], "priority": body.priority,
+             "seq": next(state.seq), "created": state.clock.now(), "task_name": task["name"]}
+    try:
+        state.store.insert(ENTRIES, entry)
+    except DuplicateId:
+        raise HTTPException(409, f"task {task['id']} is already queued") from None
+    state.notifier.notify()
+    return entry
+
+
+@router.delete("/queues/{name}/entries/{task_id}", status_code=204)
+def remove_entry(name: str, task_id: str, state: State, principal: Principal) -> None:
+    queue = find_queue(state, name)
+    removed = state.store.find_one_and_delete(ENTRIES, {"id": task_id, "queue": queue["id"]})
+    if removed is None:
+        raise HTTPException(404, f"task {task_id} is not in queue {name!r}")
+    state.store.update(TASKS, task_id, {"$set": {"status": "created", "status_reason": "removed from queue",
+                                                 "queue": None}}, where={"status": "queued"})
+
+
+def _take(state: ServerState, queue_names: list[str], worker: str) -> Document | None:
+    for name in queue_names:
+        queue = state.store.get(QUEUES, project_id_for("queue:" + name))
+        if queue is None:
+            continue
+        entry = state.store.find_one_and_delete(ENTRIES, {"queue": queue["id"]},
+                                                sort=[("priority", -1), ("seq", 1)])
+        if entry is None:
+            continue
+        now = state.clock.now()
+        task = state.store.update(TASKS, entry["id"], {"$set": {
+            "status": "in_progress", "status_reason": f"taken by {worker}", "started": now, "ended": None,
+            "last_update": now, "runtime.worker": worker, "queue": name}}, where={"status": "queued"})
+        if task is not None:
+            return task
+    return None
+
+
+@router.post("/queues/dequeue")
+async def dequeue(body: DequeueRequest, state: State, principal: Principal) -> dict[str, Any]:
+    """Take the next task from the first non-empty queue (priority, then FIFO); waits up to ``wait_s``."""
+    names = [_queue_name(n) for n in body.queues]
+    deadline = time.monotonic() + body.wait_s
+    while True:
+        waiter = state.notifier.waiter()
+        try:
+            task = await run_in_threadpool(_take, state, names, body.worker)
+            if task is not None:
+                return {"task": task}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"task": None}
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return {"task": None}
+        finally:
+            state.notifier.forget(waiter)
+
+
+@router.put("/workers/{worker}")
+def heartbeat(worker: str, body: Heartbeat, state: State, principal: Principal) -> dict[str, Any]:
+    try:
+        check_name(worker, "worker name")
+    except BadName as exc:
+        raise HTTPException(400, str(exc)) from None
+    record = {**body.model_dump(), "id": worker, "last_seen": time.time()}
+    state.store.put_volatile(WORKERS, worker, record, body.ttl_s)
+    return record
+
+
+@router.get("/workers")
+def list_workers(state: State) -> dict[str, Any]:
+    workers = state.store.list_volatile(WORKERS)
+    return {"items": [workers[k] for k in sorted(workers)]}
+
+
+@router.delete("/workers/{worker}", status_code=204)
+def unregister(worker: str, state: State, principal: Principal) -> None:
+    state.store.delete_volatile(WORKERS, worker)

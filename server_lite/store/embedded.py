@@ -1,0 +1,404 @@
+"""The embedded store: documents in memory, an fsynced journal, TinyDB snapshots.
+
+TinyDB alone rewrites its whole JSON file on every write and is not crash-safe (tinydb#301).
+Here a write costs one journal append + ``fdatasync`` whatever the size of the database; the
+journal is folded into a TinyDB-format snapshot (``store.json``, readable with plain
+``tinydb.TinyDB``) in the background once it grows past ``compact_bytes``, and on a clean close.
+
+Layout of the data directory::
+
+    LOCK            flock'ed by the owning server process (holds its pid)
+    store.json      TinyDB snapshot; table "_meta" records which journals it covers
+    journal/N.log   journals newer than the snapshot, replayed in order on open
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tinydb import TinyDB
+from tinydb.storages import Storage
+
+from fleetdeck.server_lite.store.base import (
+    DataDirLocked, Document, DuplicateId, Query, Sort, Store, StoreError, Update,
+)
+from fleetdeck.server_lite.store.journal import (
+    CorruptJournal, JournalWriter, fsync_dir, iter_journal_files, read_records,
+)
+from fleetdeck.server_lite.store.query import apply_update, compile_query, sort_docs
+
+SNAPSHOT = "store.json"
+META_TABLE = "_meta"
+
+DEFAULT_INDEXES: dict[str, tuple[str, ...]] = {
+    "tasks": ("project", "status", "user"),
+    "queue_entries": ("queue",),
+}
+"""Equality indexes kept per collection; a query on an indexed field scans only its bucket."""
+
+
+class OrjsonStorage(Storage):  # type: ignore[misc]
+    """TinyDB storage in TinyDB's own JSON layout, written atomically (temp file, fsync, rename)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return orjson.loads(raw) if raw else None
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(orjson.dumps(data))
+            fh.flush()
+            os.fdatasync(fh.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        pass
+
+
+class _Collection:
+    """One collection's documents (insertion-ordered) and equality indexes."""
+
+    def __init__(self, indexed: Iterable[str]) -> None:
+        self.docs: dict[str, Document] = {}
+        self.indexes: dict[str, dict[Any, set[str]]] = {field: {} for field in indexed}
+        self.created_in_order = True
+        """Whether insertion order is also ascending ``created`` order (lets sorted pages stop early)."""
+        self._last_created: Any = None
+
+    def put(self, doc: Document) -> None:
+        old = self.docs.get(doc["id"])
+        created = doc.get("created")
+        if old is not None:
+            self._unindex(old)
+            if old.get("created") != created:
+                self.created_in_order = False
+        elif self.created_in_order:
+            if not isinstance(created, (int, float)) or (
+                    self._last_created is not None and created < self._last_created):
+                self.created_in_order = False
+            self._last_created = created
+        self.docs[doc["id"]] = doc
+        for field, index in self.indexes.items():
+            value = doc.get(field)
+            if _hashable(value):
+                index.setdefault(value, set()).add(doc["id"])
+
+    def remove(self, doc_id: str) -> Document | None:
+        old = self.docs.pop(doc_id, None)
+        if old is not None:
+            self._unindex(old)
+        return old
+
+    def _unindex(self, doc: Document) -> None:
+        for field, index in self.indexes.items():
+            value = doc.get(field)
+            if _hashable(value):
+                bucket = index.get(value)
+                if bucket is not None:
+                    bucket.discard(doc["id"])
+                    if not bucket:
+                        del index[value]
+
+    def candidates(self, query: Query | None) -> list[Document] | None:
+        """Documents from the narrowest index bucket the query pins, or None to scan everything."""
+        best: set[str] | None = None
+        for field, index in self.indexes.items():
+            if not query or field not in query:
+                continue
+            cond = query[field]
+            if isinstance(cond, dict) and set(cond) == {"$in"}:
+                bucket: set[str] = set()
+                for value in cond["$in"]:
+                    if _hashable(value):
+                        bucket |= index.get(value, set())
+            elif isinstance(cond, dict) or not _hashable(cond):
+                continue
+            else:
+                bucket = index.get(cond, set())
+            if best is None or len(bucket) < len(best):
+                best = bucket
+        if best is None or len(best) * 4 > len(self.docs):
+            return None
+        return [self.docs[i] for i in best]
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
+class EmbeddedStore(Store):
+    """The default store; one process owns a data directory at a time.
+
+    Args:
+        data_dir: folder for the lock, snapshot and journals (created if missing).
+        compact_bytes: journal size that triggers a background compaction.
+        indexes: equality indexes per collection.
+
+    Raises:
+        DataDirLocked: another process holds the data directory.
+        CorruptJournal: a journal is damaged other than at its tail.
+    """
+
+    def __init__(self, data_dir: str | Path, *, compact_bytes: int = 64 * 1024 * 1024,
+                 indexes: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._journal_dir = self.data_dir / "journal"
+        self._journal_dir.mkdir(exist_ok=True)
+        self._lock_fd = _acquire_lock(self.data_dir)
+        self._indexes = indexes if indexes is not None else DEFAULT_INDEXES
+        self._collections: dict[str, _Collection] = {}
+        self._volatile: dict[str, dict[str, tuple[float, Document]]] = {}
+        self._mutex = threading.RLock()
+        self._compact_bytes = compact_bytes
+        self._compacting = threading.Lock()
+        self._compactor: threading.Thread | None = None
+        self.replayed_records = 0
+        try:
+            self._seq = self._load()
+            self._journal = JournalWriter(self._journal_path(self._seq))
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _journal_path(self, seq: int) -> Path:
+        return self._journal_dir / f"{seq:08d}.log"
+
+    def _load(self) -> int:
+        db = TinyDB(self.data_dir / SNAPSHOT, storage=OrjsonStorage)
+        data = db.storage.read() or {}
+        covered = int(data.get(META_TABLE, {}).get("1", {}).get("journal_seq", 0))
+        for name, table in data.items():
+            if name == META_TABLE:
+                continue
+            coll = self._coll(name)
+            for doc in table.values():
+                coll.put(doc)
+        journals = [(seq, path) for seq, path in iter_journal_files(self._journal_dir) if seq > covered]
+        last_seq = covered
+        for position, (seq, path) in enumerate(journals):
+            records, valid_end = read_records(path)
+            if valid_end < path.stat().st_size:
+                if position != len(journals) - 1:
+                    raise CorruptJournal(f"journal {path} is damaged at byte {valid_end}; "
+                                         "move it aside to start without the writes after that point")
+                with open(path, "r+b") as fh:  # a torn tail: keep every complete record
+                    fh.truncate(valid_end)
+                    os.fsync(fh.fileno())
+            for record in records:
+                self._apply(record)
+            self.replayed_records += len(records)
+            last_seq = seq
+        return last_seq + 1 if journals else covered + 1
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        coll = self._coll(record["c"])
+        if record["o"] == "p":
+            coll.put(record["d"])
+        else:
+            coll.remove(record["i"])
+
+    def _coll(self, name: str) -> _Collection:
+        coll = self._collections.get(name)
+        if coll is None:
+            coll = self._collections[name] = _Collection(self._indexes.get(name, ()))
+        return coll
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _commit(self, records: list[dict[str, Any]]) -> None:
+        """Journal first (durable), then memory: a failed write leaves memory untouched."""
+        self._journal.append(records)
+        for record in records:
+            self._apply(record)
+        if self._journal.size >= self._compact_bytes:
+            self._start_compaction()
+
+    def insert(self, collection: str, doc: Document) -> Document:
+        if not isinstance(doc.get("id"), str) or not doc["id"]:
+            raise StoreError("a document needs a non-empty string id")
+        with self._mutex:
+            if doc["id"] in self._coll(collection).docs:
+                raise DuplicateId(f"{collection}/{doc['id']} exists")
+            self._commit([{"o": "p", "c": collection, "d": doc}])
+            return doc
+
+    def update(self, collection: str, doc_id: str, update: Update, *, where: Query | None = None) -> Document | None:
+        with self._mutex:
+            doc = self._coll(collection).docs.get(doc_id)
+            if doc is None or (where and not compile_query(where)(doc)):
+                return None
+            new = apply_update(doc, update)
+            self._commit([{"o": "p", "c": collection, "d": new}])
+            return new
+
+    def find_one_and_update(self, collection: str, query: Query, update: Update, *,
+                            sort: Sort | None = None) -> Document | None:
+        with self._mutex:
+            found = self.find(collection, query, sort=sort, limit=1)
+            if not found:
+                return None
+            new = apply_update(found[0], update)
+            self._commit([{"o": "p", "c": collection, "d": new}])
+            return new
+
+    def find_one_and_delete(self, collection: str, query: Query, *, sort: Sort | None = None) -> Document | None:
+        with self._mutex:
+            found = self.find(collection, query, sort=sort, limit=1)
+            if not found:
+                return None
+            self._commit([{"o": "d", "c": collection, "i": found[0]["id"]}])
+            return found[0]
+
+    def delete(self, collection: str, doc_id: str) -> bool:
+        with self._mutex:
+            if doc_id not in self._coll(collection).docs:
+                return False
+            self._commit([{"o": "d", "c": collection, "i": doc_id}])
+            return True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, collection: str, doc_id: str) -> Document | None:
+        return self._coll(collection).docs.get(doc_id)
+
+    def find(self, collection: str, query: Query | None = None, *, sort: Sort | None = None,
+             skip: int = 0, limit: int | None = None, fields: Iterable[str] | None = None) -> list[Document]:
+        pred = compile_query(query)
+        with self._mutex:
+            coll = self._coll(collection)
+            narrowed = coll.candidates(query)
+            if narrowed is not None:
+                pool: Iterable[Document] = narrowed
+                matched = [d for d in pool if pred(d)]
+                matched = sort_docs(matched, sort) if sort else matched
+                page = matched[skip:skip + limit if limit is not None else None]
+            elif sort and _insertion_ordered(coll, sort):
+                page = _scan_ordered(coll, pred, reverse=sort[0][1] < 0, skip=skip, limit=limit)
+            else:
+                matched = [d for d in coll.docs.values() if pred(d)]
+                matched = sort_docs(matched, sort) if sort else matched
+                page = matched[skip:skip + limit if limit is not None else None]
+        if fields is not None:
+            keep = set(fields) | {"id"}
+            page = [{k: v for k, v in d.items() if k in keep} for d in page]
+        return page
+
+    def count(self, collection: str, query: Query | None = None) -> int:
+        if not query:
+            return len(self._coll(collection).docs)
+        with self._mutex:
+            coll = self._coll(collection)
+            if len(query) == 1:
+                (field, value), = query.items()
+                if field in coll.indexes and _hashable(value):
+                    return len(coll.indexes[field].get(value, ()))
+            pred = compile_query(query)
+            pool = coll.candidates(query) or coll.docs.values()
+            return sum(1 for d in pool if pred(d))
+
+    # -- volatile --------------------------------------------------------------------------
+
+    def put_volatile(self, namespace: str, key: str, value: Document, ttl_s: float) -> None:
+        with self._mutex:
+            self._volatile.setdefault(namespace, {})[key] = (time.monotonic() + ttl_s, value)
+
+    def list_volatile(self, namespace: str) -> dict[str, Document]:
+        now = time.monotonic()
+        with self._mutex:
+            space = self._volatile.get(namespace, {})
+            for key in [k for k, (exp, _) in space.items() if exp <= now]:
+                del space[key]
+            return {k: v for k, (_, v) in space.items()}
+
+    def delete_volatile(self, namespace: str, key: str) -> None:
+        with self._mutex:
+            self._volatile.get(namespace, {}).pop(key, None)
+
+    # -- compaction and lifecycle ----------------------------------------------------------
+
+    def _start_compaction(self) -> None:
+        if self._compactor is not None and self._compactor.is_alive():
+            return
+        self._compactor = threading.Thread(target=self.compact, name="fleetdeck-compact", daemon=True)
+        self._compactor.start()
+
+    def compact(self) -> None:
+        """Write a snapshot of everything journaled so far and drop the journals it covers."""
+        with self._compacting:
+            with self._mutex:
+                covered = self._seq
+                snapshot = {name: list(c.docs.values()) for name, c in self._collections.items()}
+                self._journal.close()
+                self._seq += 1
+                self._journal = JournalWriter(self._journal_path(self._seq))
+            data: dict[str, dict[str, Any]] = {
+                name: {str(i): doc for i, doc in enumerate(docs, 1)} for name, docs in snapshot.items()
+            }
+            data[META_TABLE] = {"1": {"journal_seq": covered, "written": time.time()}}
+            OrjsonStorage(self.data_dir / SNAPSHOT).write(data)
+            for seq, path in iter_journal_files(self._journal_dir):
+                if seq <= covered:
+                    path.unlink(missing_ok=True)
+
+    def journal_bytes(self) -> int:
+        return self._journal.size
+
+    def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.join()
+        self.compact()
+        with self._mutex:
+            self._journal.close()
+            os.close(self._lock_fd)
+
+
+def _insertion_ordered(coll: _Collection, sort: Sort) -> bool:
+    """True when the sort is by ``created`` alone and insertion order agrees with it."""
+    return len(sort) == 1 and sort[0][0] == "created" and coll.created_in_order
+
+
+def _scan_ordered(coll: _Collection, pred: Any, *, reverse: bool, skip: int, limit: int | None) -> list[Document]:
+    ordered = reversed(coll.docs.values()) if reverse else iter(coll.docs.values())
+    out: list[Document] = []
+    needed = None if limit is None else skip + limit
+    for doc in ordered:
+        if pred(doc):
+            out.append(doc)
+            if needed is not None and len(out) >= needed:
+                break
+    return out[skip:]
+
+
+def _acquire_lock(data_dir: Path) -> int:
+    path = data_dir / "LOCK"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            owner = os.read(fd, 32).decode().strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise DataDirLocked(f"data dir {data_dir} is in use by another fleetdeck server (pid {owner})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+

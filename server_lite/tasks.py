@@ -1,0 +1,199 @@
+"""Task documents: creation, heavy-field split, status transitions, listing queries.
+
+Large fields (the uncommitted diff, the script's own code, requirements and the package list)
+live in the ``task_details`` collection so that listing 50 tasks never reads megabytes of diffs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from fleetdeck.server_lite.state import ServerState
+from fleetdeck.server_lite.store.base import Document, Query, Sort
+
+TASKS = "tasks"
+TASK_DETAILS = "task_details"
+HEAVY_SCRIPT = ("diff", "code", "requirements")
+HEAVY_ENV = ("packages",)
+TERMINAL = {"completed", "failed", "aborted", "stopped"}
+
+TRANSITIONS: dict[str, set[str]] = {
+    "created": {"queued", "in_progress", "aborted", "failed"},
+    "queued": {"created", "in_progress", "aborted", "failed"},
+    "in_progress": {"completed", "failed", "aborted", "stopped", "queued"},
+    "completed": {"created", "queued"},
+    "failed": {"created", "queued"},
+    "aborted": {"created", "queued"},
+    "stopped": {"created", "queued", "in_progress"},
+}
+"""Allowed status changes (``force`` skips the check). A terminal task is reset or requeued first."""
+
+
+class TransitionError(ValueError):
+    pass
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def metric_key(metric: str, variant: str) -> str:
+    """A key for ``task.metrics`` safe in dotted paths and MongoDB field names."""
+    def esc(text: str) -> str:
+        return quote(text, safe="").replace(".", "%2E")
+    return f"{esc(metric)}/{esc(variant)}"
+
+
+def split_heavy(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate the listing-light task fields from the heavy ones."""
+    light = dict(fields)
+    heavy: dict[str, Any] = {}
+    script = light.get("script")
+    if isinstance(script, dict):
+        script = dict(script)
+        for key in HEAVY_SCRIPT:
+            value = script.pop(key, "")
+            if value:
+                heavy[f"script.{key}"] = value
+        script["has_diff"] = bool(heavy.get("script.diff"))
+        light["script"] = script
+    env = light.get("environment")
+    if isinstance(env, dict):
+        env = dict(env)
+        for key in HEAVY_ENV:
+            value = env.pop(key, None)
+            if value:
+                heavy[f"environment.{key}"] = value
+        env["package_count"] = len(heavy.get("environment.packages", {}))
+        light["environment"] = env
+    return light, heavy
+
+
+def merge_details(task: Document, details: Document | None) -> Document:
+    if not details:
+        return task
+    merged = dict(task)
+    for section in ("script", "environment"):
+        extra = details.get(section)
+        if extra:
+            merged[section] = {**merged.get(section, {}), **extra}
+    return merged
+
+
+def store_details(state: ServerState, task_id: str, heavy: dict[str, Any]) -> None:
+    if not heavy:
+        return
+    if state.store.get(TASK_DETAILS, task_id) is None:
+        state.store.insert(TASK_DETAILS, {"id": task_id})
+    state.store.update(TASK_DETAILS, task_id, {"$set": heavy})
+
+
+def status_update(current: str, target: str, now: float, reason: str, force: bool) -> dict[str, Any]:
+    if not force and target != current and target not in TRANSITIONS[current]:
+        raise TransitionError(f"cannot change status from {current} to {target}")
+    update: dict[str, Any] = {"status": target, "status_reason": reason, "last_update": now}
+    if target == "in_progress" and current != "in_progress":
+        update["started"] = now
+        update["ended"] = None
+    if target in TERMINAL:
+        update["ended"] = now
+    if target == "created":
+        update.update({"started": None, "ended": None})
+    return update
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+LIST_FIELDS = ("id", "name", "project", "project_name", "type", "status", "status_reason", "tags", "user",
+               "comment", "parent", "created", "started", "ended", "last_update", "metrics", "runtime",
+               "queue", "attempt")
+SORTABLE = {"created", "started", "ended", "last_update", "name", "status", "user", "type"}
+METRIC_OPS = {"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}
+
+
+class BadListQuery(ValueError):
+    pass
+
+
+def build_query(*, project_ids: list[str] | None, status: list[str] | None, tags: list[str] | None,
+                user: str | None, name: str | None, created_after: float | None, created_before: float | None,
+                metric: str | None, metric_op: str | None, metric_value: float | None,
+                ids: list[str] | None = None) -> Query:
+    query: dict[str, Any] = {}
+    if project_ids is not None:
+        query["project"] = project_ids[0] if len(project_ids) == 1 else {"$in": project_ids}
+    if status:
+        query["status"] = status[0] if len(status) == 1 else {"$in": status}
+    if tags:
+        query["tags"] = {"$all": tags}
+    if user:
+        query["user"] = user
+    if name:
+        query["name"] = {"$contains": name}
+    if ids:
+        query["id"] = {"$in": ids}
+    created: dict[str, float] = {}
+    if created_after is not None:
+        created["$gte"] = created_after
+    if created_before is not None:
+        created["$lt"] = created_before
+    if created:
+        query["created"] = created
+    if metric is not None or metric_op is not None or metric_value is not None:
+        if metric is None or metric_op is None or metric_value is None:
+            raise BadListQuery("a metric filter needs metric (TITLE/SERIES), metric_op and metric_value")
+        if metric_op not in METRIC_OPS:
+            raise BadListQuery(f"metric_op must be one of {', '.join(METRIC_OPS)}")
+        query[f"metrics.{parse_metric(metric)}.last"] = {METRIC_OPS[metric_op]: metric_value}
+    return query
+
+
+def parse_metric(text: str) -> str:
+    title, sep, series = text.partition("/")
+    if not sep or not title or not series:
+        raise BadListQuery(f"metric {text!r} must be TITLE/SERIES")
+    return metric_key(title, series)
+
+
+def build_sort(order_by: str) -> Sort:
+    descending = order_by.startswith("-")
+    field = order_by.lstrip("-")
+    direction = -1 if descending else 1
+    if field.startswith("metric:"):
+        return [(f"metrics.{parse_metric(field[len('metric:'):])}.last", direction), ("created", -1)]
+    if field not in SORTABLE:
+        raise BadListQuery(f"order_by must be one of {', '.join(sorted(SORTABLE))} or metric:TITLE/SERIES "
+                           "(prefix - for descending)")
+    if field == "created":
+        return [("created", direction)]
+    return [(field, direction), ("created", -1)]
+
+
+def encode_page(offset: int, fingerprint: str) -> str:
+    raw = orjson.dumps({"o": offset, "f": fingerprint})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page(token: str, fingerprint: str) -> int:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        offset = int(data["o"])
+        same = data["f"] == fingerprint
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise BadListQuery("page_token is not a token this server issued") from None
+    if not same:
+        raise BadListQuery("page_token belongs to a different query")
+    if offset < 0:
+        raise BadListQuery("page_token is not a token this server issued")
+    return offset
+
+
+def fingerprint(query: Query, sort: Sort) -> str:
+    return hashlib.sha256(orjson.dumps([query, sort], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
