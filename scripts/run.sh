@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install fleetdeck and run the main job on this machine: an embedded server with demo experiments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-venv.sh all
+exec .venv/bin/fleetdeck demo --open
