@@ -1,0 +1,1 @@
+"""fleetdeck: app/tui."""

@@ -1,0 +1,1 @@
+"""fleetdeck: fleet/executors."""
