@@ -14,7 +14,9 @@ Layout of the data directory::
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -27,12 +29,14 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from fleetdeck.server_lite.store.base import (
-    DataDirLocked, Document, DuplicateId, Query, Sort, Store, StoreError, Update,
+    DataDirLocked, Document, DuplicateId, Query, Sort, Store, StoreError, StoreFull, Update,
 )
 from fleetdeck.server_lite.store.journal import (
     CorruptJournal, JournalWriter, fsync_dir, iter_journal_files, read_records,
 )
 from fleetdeck.server_lite.store.query import apply_update, compile_query, sort_docs
+
+log = logging.getLogger("fleetdeck.server")
 
 SNAPSHOT = "store.json"
 META_TABLE = "_meta"
@@ -55,16 +59,31 @@ class OrjsonStorage(Storage):  # type: ignore[misc]
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        return orjson.loads(raw) if raw else None
+        try:
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            raise StoreError(f"snapshot {self.path} is not valid JSON ({exc}); restore it from a backup") from None
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        """Replace the snapshot atomically.
+
+        Raises:
+            StoreFull: the disk is full (the old snapshot is kept).
+            StoreError: any other I/O failure (the old snapshot is kept).
+        """
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(orjson.dumps(data))
-            fh.flush()
-            os.fdatasync(fh.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(orjson.dumps(data))
+                fh.flush()
+                os.fdatasync(fh.fileno())
+            os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"disk full: cannot write snapshot {self.path}") from None
+            raise StoreError(f"cannot write snapshot {self.path}: {exc.strerror}") from None
 
     def close(self) -> None:
         pass
@@ -197,8 +216,10 @@ class EmbeddedStore(Store):
             records, valid_end = read_records(path)
             if valid_end < path.stat().st_size:
                 if position != len(journals) - 1:
-                    raise CorruptJournal(f"journal {path} is damaged at byte {valid_end}; "
-                                         "move it aside to start without the writes after that point")
+                    raise CorruptJournal(f"journal {path} is damaged at byte {valid_end} but is not the "
+                                         "newest journal, so this is corruption, not a crash; restore the "
+                                         "data dir from a backup, or move the journal aside to start "
+                                         "without the writes it holds")
                 with open(path, "r+b") as fh:  # a torn tail: keep every complete record
                     fh.truncate(valid_end)
                     os.fsync(fh.fileno())
@@ -337,11 +358,22 @@ class EmbeddedStore(Store):
     def _start_compaction(self) -> None:
         if self._compactor is not None and self._compactor.is_alive():
             return
-        self._compactor = threading.Thread(target=self.compact, name="fleetdeck-compact", daemon=True)
+        self._compactor = threading.Thread(target=self._compact_logged, name="fleetdeck-compact", daemon=True)
         self._compactor.start()
 
+    def _compact_logged(self) -> None:
+        try:
+            self.compact()
+        except StoreError as exc:  # the journals still hold every write; the next compaction retries
+            log.error("background compaction failed: %s", exc)
+
     def compact(self) -> None:
-        """Write a snapshot of everything journaled so far and drop the journals it covers."""
+        """Write a snapshot of everything journaled so far and drop the journals it covers.
+
+        Raises:
+            StoreFull, StoreError: the snapshot could not be written; the journals are kept, so
+                nothing is lost and a later compaction retries.
+        """
         with self._compacting:
             with self._mutex:
                 covered = self._seq
@@ -362,12 +394,17 @@ class EmbeddedStore(Store):
         return self._journal.size
 
     def close(self) -> None:
+        """Compact (when the disk allows) and release the data dir; the journals cover a failed compaction."""
         if self._compactor is not None:
             self._compactor.join()
-        self.compact()
-        with self._mutex:
-            self._journal.close()
-            os.close(self._lock_fd)
+        try:
+            self.compact()
+        except StoreError as exc:
+            log.warning("compaction on close failed, the journal is kept: %s", exc)
+        finally:
+            with self._mutex:
+                self._journal.close()
+                os.close(self._lock_fd)
 
 
 def _insertion_ordered(coll: _Collection, sort: Sort) -> bool:

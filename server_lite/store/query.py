@@ -72,6 +72,8 @@ def _field_predicate(path: str, cond: Any) -> Predicate:
 
 
 def _eq(value: Any, expected: Any) -> bool:
+    if expected is None:  # as in MongoDB, null matches a null or a missing field
+        return value is _MISSING or value is None
     if isinstance(value, list) and not isinstance(expected, list):
         return expected in value
     return value is not _MISSING and value == expected
