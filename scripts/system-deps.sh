@@ -24,3 +24,5 @@ apt_install() {
 }
 
 apt_install tmux git
+# fleet: real SSH test hosts (tests/fleet/sshd.py) and a tiny busybox image for images sync
+apt_install openssh-server busybox-static
