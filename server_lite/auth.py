@@ -1,7 +1,8 @@
 """Bearer tokens: created once, stored as sha256 hashes, checked on every route but ``/health``.
 
 Roles: ``admin`` (everything, including tokens), ``user`` (everything but tokens), ``agent``
-(what an agent needs: read tasks, take queued work, report events and heartbeats).
+(what an agent needs: read tasks, take queued work, report events and heartbeats), ``task``
+(minted at dequeue for one leased task; see ``leases.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from fleetdeck.server_lite.store.base import Document, Store
 
 TOKENS = "tokens"
 TOKEN_PREFIX = "fd_"
-ROLE_RANK = {"agent": 0, "user": 1, "admin": 2}
+ROLE_RANK = {"task": -1, "agent": 0, "user": 1, "admin": 2}
+"""``task`` tokens are minted per lease for one job and reach only that task (``deps.enforce_scope``)."""
 
 
 def hash_token(secret: str) -> str:

@@ -29,7 +29,31 @@ def authenticated(request: Request,
     if principal is None:
         raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = principal
+    enforce_scope(request, principal)
     return principal
+
+
+def enforce_scope(request: Request, principal: dict[str, Any]) -> None:
+    """Keep task tokens inside their task, and refuse writes under a lease that is gone.
+
+    A ``task`` token (minted per lease for one job) reaches only ``/tasks/<its id>/...`` and blob
+    uploads/downloads. A write that names a lease (the task token's own, or an agent's
+    ``X-Fleetdeck-Lease`` header) is refused with 409 once that lease is no longer the task's.
+    """
+    from fleetdeck.server_lite import leases
+
+    task_id = request.path_params.get("task_id")
+    if principal["role"] == leases.TASK_ROLE:
+        if task_id != principal.get("task_id") and not request.url.path.startswith("/blobs"):
+            raise HTTPException(403, "a task token only reaches its own task")
+        lease_id = principal.get("lease_id")
+    else:
+        lease_id = request.headers.get(leases.LEASE_HEADER)
+    if lease_id and task_id and request.method not in ("GET", "HEAD"):
+        try:
+            leases.check(get_state(request), task_id, lease_id)
+        except leases.LeaseLost as exc:
+            raise HTTPException(409, str(exc)) from None
 
 
 Principal = Annotated[dict[str, Any], Depends(authenticated)]

@@ -168,6 +168,8 @@ class DequeueRequest(Strict):
     queues: list[Name] = Field(min_length=1, max_length=50)
     worker: Name
     wait_s: float = Field(default=0.0, ge=0, le=60)
+    lease_s: float = Field(default=30.0, ge=1, le=86_400)
+    """How long the task's lease lasts without a heartbeat renewing it."""
 
 
 class Heartbeat(Strict):

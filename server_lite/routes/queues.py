@@ -1,14 +1,21 @@
-"""Queues with atomic dequeue (long-poll), and workers' volatile heartbeats."""
+"""Queues with atomic, leased dequeue (long-poll), lease renewal and release, and workers' heartbeats.
+
+A background reaper (started with the app) ends expired leases once a second; see ``leases.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from fleetdeck.server_lite import leases
 from fleetdeck.server_lite.deps import Principal, State, UserOrAdmin
 from fleetdeck.server_lite.names import BadName, check_name
 from fleetdeck.server_lite.routes.projects import project_id_for
@@ -18,10 +25,36 @@ from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import DuplicateId, Document
 from fleetdeck.server_lite.tasks import TASKS, TransitionError, status_update
 
-router = APIRouter(tags=["queues"])
-QUEUES = "queues"
-ENTRIES = "queue_entries"
+log = logging.getLogger("fleetdeck.server.queues")
+QUEUES = leases.QUEUES
+ENTRIES = leases.ENTRIES
 WORKERS = "workers"
+REAP_INTERVAL_S = 1.0
+
+
+@contextlib.asynccontextmanager
+async def _reaper(app: FastAPI) -> AsyncIterator[None]:
+    """Run ``leases.reap`` every second for the life of the server."""
+    state: ServerState = app.state.fleetdeck
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            try:
+                await run_in_threadpool(leases.reap, state)
+            except Exception:  # keep reaping: one bad document must not stop every requeue
+                log.exception("lease reaper failed; retrying in %.0fs", REAP_INTERVAL_S)
+
+    task = asyncio.create_task(loop(), name="fleetdeck-lease-reaper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+router = APIRouter(tags=["queues"], lifespan=_reaper)
 
 
 def _queue_name(name: str) -> str:
@@ -76,11 +109,14 @@ def list_entries(name: str, state: State) -> dict[str, Any]:
 def enqueue(name: str, body: EnqueueRequest, state: State, principal: Principal) -> Document:
     queue = ensure_queue(state, _queue_name(name))
     task = load_task(state, body.task_id)
+    if task["status"] == "in_progress":
+        raise HTTPException(409, f"task {task['id']} is running; abort it before enqueuing it again")
     try:
         update = status_update(task["status"], "queued", state.clock.now(), f"queued on {name}", False)
     except TransitionError as exc:
         raise HTTPException(409, str(exc)) from None
     update["queue"] = queue["name"]
+    update["attempt"] = 0  # a user's enqueue starts a fresh run; lease expiries count attempts from here
     if state.store.update(TASKS, task["id"], {"$set": update}, where={"status": task["status"]}) is None:
         raise HTTPException(409, f"task {task['id']} changed status concurrently; retry")
     entry = {"id": task["id"], "queue": queue["id"], "queue_name": queue["name"], "priority": body.priority,
@@ -103,35 +139,21 @@ def remove_entry(name: str, task_id: str, state: State, principal: Principal) ->
                                                  "queue": None}}, where={"status": "queued"})
 
 
-def _take(state: ServerState, queue_names: list[str], worker: str) -> Document | None:
-    for name in queue_names:
-        queue = state.store.get(QUEUES, project_id_for("queue:" + name))
-        if queue is None:
-            continue
-        entry = state.store.find_one_and_delete(ENTRIES, {"queue": queue["id"]},
-                                                sort=[("priority", -1), ("seq", 1)])
-        if entry is None:
-            continue
-        now = state.clock.now()
-        task = state.store.update(TASKS, entry["id"], {"$set": {
-            "status": "in_progress", "status_reason": f"taken by {worker}", "started": now, "ended": None,
-            "last_update": now, "runtime.worker": worker, "queue": name}}, where={"status": "queued"})
-        if task is not None:
-            return task
-    return None
-
-
 @router.post("/queues/dequeue")
 async def dequeue(body: DequeueRequest, state: State, principal: Principal) -> dict[str, Any]:
-    """Take the next task from the first non-empty queue (priority, then FIFO); waits up to ``wait_s``."""
+    """Lease the next task of the first non-empty queue (priority, then FIFO); waits up to ``wait_s``.
+
+    Returns ``{"task", "lease", "token"}``: ``token`` is scoped to this task and lease, for the job.
+    """
     names = [_queue_name(n) for n in body.queues]
     deadline = time.monotonic() + body.wait_s
     while True:
         waiter = state.notifier.waiter()
         try:
-            task = await run_in_threadpool(_take, state, names, body.worker)
-            if task is not None:
-                return {"task": task}
+            ids = [(project_id_for("queue:" + n), n) for n in names]
+            taken = await run_in_threadpool(leases.take, state, ids, body.worker, body.lease_s)
+            if taken is not None:
+                return taken
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {"task": None}
@@ -143,6 +165,17 @@ async def dequeue(body: DequeueRequest, state: State, principal: Principal) -> d
             state.notifier.forget(waiter)
 
 
+@router.delete("/tasks/{task_id}/lease", status_code=204)
+def release_lease(task_id: str, request: Request, state: State, principal: Principal) -> None:
+    """End the caller's lease (header ``X-Fleetdeck-Lease``) once it is done with the task."""
+    lease_id = request.headers.get(leases.LEASE_HEADER)
+    if not lease_id:
+        raise HTTPException(400, f"releasing a lease needs the {leases.LEASE_HEADER} header")
+    load_task(state, task_id)
+    if not leases.release(state, task_id, lease_id):
+        raise HTTPException(409, f"lease {lease_id[:8]} on task {task_id} is no longer held")
+
+
 @router.put("/workers/{worker}")
 def heartbeat(worker: str, body: Heartbeat, state: State, principal: Principal) -> dict[str, Any]:
     try:
@@ -151,6 +184,9 @@ def heartbeat(worker: str, body: Heartbeat, state: State, principal: Principal) 
         raise HTTPException(400, str(exc)) from None
     record = {**body.model_dump(), "id": worker, "last_seen": time.time()}
     state.store.put_volatile(WORKERS, worker, record, body.ttl_s)
+    if body.task_id:
+        # The reply tells the agent whether the task was aborted or its lease lost, so it can stop the job.
+        return {**record, "task": leases.renew(state, body.task_id, worker)}
     return record
 
 
