@@ -14,13 +14,15 @@ from fleetdeck._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from fleetdeck.client import Client
+    from fleetdeck.dataset import Dataset
     from fleetdeck.errors import FleetdeckError
 
-__all__ = sorted(["Client", "FleetdeckError", "__version__"])
+__all__ = sorted(["Client", "Dataset", "FleetdeckError", "__version__"])
 
 # public name -> module that defines it; extended as the SDK grows (Task, Logger, Dataset).
 _LAZY: dict[str, str] = {
     "Client": "fleetdeck.client",
+    "Dataset": "fleetdeck.dataset",
     "FleetdeckError": "fleetdeck.errors",
 }
 

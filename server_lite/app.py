@@ -1,7 +1,7 @@
 """The ASGI application: routers, authentication, body limits and error mapping.
 
-Every route but ``/health`` requires a bearer token (``tests/server_lite/test_auth.py`` walks the
-route table to prove it). Errors always come back as JSON ``{"detail": ...}``: a user's mistake is
+Every route but ``/health`` requires a bearer token, ``/openapi.json`` included
+(``tests/server_lite/test_auth.py`` walks the route table to prove it). Errors always come back as JSON ``{"detail": ...}``: a user's mistake is
 a 4xx naming the problem; a full disk is a 507 and the write was not acknowledged.
 """
 
@@ -21,12 +21,15 @@ from fleetdeck._version import __version__
 from fleetdeck.server_lite.deps import authenticated
 from fleetdeck.server_lite.names import BadName
 from fleetdeck.server_lite.routes import blobs, events, projects, queues, tasks, tokens
+from fleetdeck.server_lite.routes import datasets
+from fleetdeck.server_lite.routes import fleet
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import StoreError, StoreFull
 
 log = logging.getLogger("fleetdeck.server")
 
-ROUTERS = [projects.router, tasks.router, events.router, blobs.router, queues.router, tokens.router]
+ROUTERS = [projects.router, tasks.router, events.router, blobs.router, queues.router, tokens.router, datasets.router,
+           fleet.router]
 """Every authenticated router; a feature adds its router here."""
 
 
@@ -36,13 +39,20 @@ def create_app(state: ServerState, extra_routers: list[Any] | None = None) -> Fa
         state.notifier.bind(asyncio.get_running_loop())
         yield
 
+    # The schema is served by an authenticated route below; the browser docs pages are off
+    # (they cannot send a bearer token, and they load their scripts from a CDN).
     app = FastAPI(title="fleetdeck server", version=__version__, lifespan=lifespan,
-                  description="Experiment tracking, queues and fleet state for fleetdeck.")
+                  description="Experiment tracking, queues and fleet state for fleetdeck.",
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.fleetdeck = state
 
     @app.get("/health", tags=["server"])
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authenticated)])
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     for router in [*ROUTERS, *(extra_routers or [])]:
         app.include_router(router, dependencies=[Depends(authenticated)])
