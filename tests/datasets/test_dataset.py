@@ -1,0 +1,185 @@
+"""Dataset versions against a real server process, with real files on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fleetdeck import Dataset
+from fleetdeck.client import Client
+from fleetdeck.dataset import DatasetError
+from fleetdeck.errors import FleetdeckError, NotFound, RequestRejected
+from fleetdeck.server_lite.process import ServerProcess
+
+from .trees import read_tree, stored_blob_bytes, write_tree
+
+V1_FILES = {
+    "train/cat.bin": os.urandom(30_000),
+    "train/dog.bin": os.urandom(20_000),
+    "labels.csv": b"cat,0\ndog,1\n",
+    "readme.txt": b"first version\n",
+}
+
+
+def _v1(client: Client, src: Path, name: str) -> Dataset:
+    write_tree(src, V1_FILES)
+    v1 = Dataset.create(name, "vision", dataset_tags=["raw"], client=client)
+    assert v1.add_files(src) == 4
+    v1.finalize()
+    return v1
+
+
+def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
+        client: Client, name: str, server: ServerProcess, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    v1 = _v1(client, src, name)
+    assert v1.is_final and v1.version == 1
+
+    new_dog = os.urandom(25_000)
+    new_bird = os.urandom(12_345)
+    (src / "train/dog.bin").write_bytes(new_dog)        # modified
+    (src / "readme.txt").unlink()                        # removed
+    (src / "train/bird.bin").write_bytes(new_bird)       # added
+    v2 = Dataset.create(name, "vision", parent_datasets=[v1.id], client=client)
+    assert v2.file_count == 4, "a new version starts with its parent's files"
+    assert v2.add_files(src) == 2, "unchanged files must not count as changes"
+    assert v2.remove_files("readme.txt") == 1
+
+    before = stored_blob_bytes(server)
+    stats = v2.upload(show_progress=False)
+    added_bytes = stored_blob_bytes(server) - before
+    assert stats.files_uploaded == 2
+    assert stats.bytes_uploaded == len(new_dog) + len(new_bird)
+    assert stats.bytes_skipped == len(V1_FILES["train/cat.bin"]) + len(V1_FILES["labels.csv"])
+    assert added_bytes == len(new_dog) + len(new_bird) + stats.manifest_bytes, \
+        "the server must have received only the new content and the manifest"
+    v2.finalize()
+
+    got = Dataset.get(dataset_name=name, dataset_project="vision", client=client)
+    assert (got.id, got.version, got.parents) == (v2.id, 2, [v1.id])
+    expected = {**V1_FILES, "train/dog.bin": new_dog, "train/bird.bin": new_bird}
+    del expected["readme.txt"]
+    local = got.get_local_copy()
+    assert read_tree(local) == expected
+    assert got.get_local_copy() == local, "the cached copy is reused"
+    assert (Path(local) / "labels.csv").stat().st_mode & 0o222 == 0, "the cached copy is read-only"
+
+    assert got.list_added_files() == ["train/bird.bin"]
+    assert got.list_modified_files() == ["train/dog.bin"]
+    assert got.list_removed_files() == ["readme.txt"]
+    assert got.diff(Dataset.get(dataset_id=v1.id, client=client)).counts() == \
+        {"added": 1, "modified": 1, "removed": 1}
+    doc = client.get(f"/datasets/{v2.id}")
+    assert (doc["files"], doc["size"], doc["added"], doc["modified"], doc["removed"]) == \
+        (4, sum(map(len, expected.values())), 1, 1, 1), "the server computes the counts from the manifests"
+
+    # the parent is untouched and still reads back as it was
+    assert read_tree(Dataset.get(dataset_id=v1.id, client=client).get_local_copy()) == V1_FILES
+
+
+def test_unchanged_tree_as_new_version_uploads_no_content(client: Client, name: str, server: ServerProcess,
+                                                          tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    v1 = _v1(client, src, name)
+    again = Dataset.create(name + "-copy", "other-project", client=client)
+    again.add_files(src)
+    before = stored_blob_bytes(server)
+    stats = again.upload(show_progress=False)
+    assert stats.bytes_uploaded == 0 and stats.files_uploaded == 0, "content is deduplicated across datasets"
+    assert stored_blob_bytes(server) == before, "identical file list gives the identical manifest blob"
+    assert again.list_added_files() == v1.list_files()
+
+
+def test_corrupted_cached_file_is_detected_and_fetched_again(client: Client, name: str, tmp_path: Path) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    local = Path(Dataset.get(dataset_id=v1.id, client=client).get_local_copy())
+    victim = local / "train/cat.bin"
+
+    victim.chmod(0o644)                                   # a careless user writes into the cache
+    victim.write_bytes(b"\0" * len(V1_FILES["train/cat.bin"]))
+    assert read_tree(Dataset.get(dataset_id=v1.id, client=client).get_local_copy()) == V1_FILES
+
+    # bit rot: same size and modification time, so only a full re-hash can see it
+    info = victim.stat()
+    victim.chmod(0o644)
+    with open(victim, "r+b") as fh:
+        fh.write(b"X")
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+    report = Dataset.get(dataset_id=v1.id, client=client).verify(repair=False)
+    assert report.corrupted == ["train/cat.bin"] and not report.ok
+    report = Dataset.get(dataset_id=v1.id, client=client).verify()
+    assert report.repaired == ["train/cat.bin"] and report.ok
+    assert read_tree(local) == V1_FILES
+
+
+def test_mutable_copy_and_verify_of_a_folder(client: Client, name: str, tmp_path: Path) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    target = tmp_path / "work"
+    Dataset.get(dataset_id=v1.id, client=client).get_mutable_local_copy(target)
+    assert read_tree(target) == V1_FILES
+    (target / "labels.csv").write_bytes(b"edited")       # writable, and a private copy
+    (target / "train/dog.bin").unlink()
+    (target / "notes.md").write_text("mine")
+    assert read_tree(Dataset.get(dataset_id=v1.id, client=client).get_local_copy()) == V1_FILES
+    with pytest.raises(FleetdeckError, match="not empty"):
+        Dataset.get(dataset_id=v1.id, client=client).get_mutable_local_copy(target)
+    report = Dataset.get(dataset_id=v1.id, client=client).verify(target)
+    assert (report.corrupted, report.missing, report.extra) == (["labels.csv"], ["train/dog.bin"], ["notes.md"])
+    assert read_tree(target) == {**V1_FILES, "notes.md": b"mine"}, "repaired; the user's own file is kept"
+
+
+def test_finalized_version_is_immutable_but_taggable(client: Client, name: str, tmp_path: Path) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    with pytest.raises(DatasetError, match="finalized"):
+        v1.add_files(tmp_path / "src")
+    with pytest.raises(RequestRejected, match="finalized and cannot change"):
+        client.request("PATCH", f"/datasets/{v1.id}", json={"description": "sneaky"})
+    draft = Dataset.create(name, "vision", client=client)
+    with pytest.raises(RequestRejected, match="is a draft"):
+        Dataset.create(name, "vision", parent_datasets=[draft.id], client=client)
+    v1.add_tags("golden")
+    assert Dataset.get(dataset_id=v1.id, client=client).tags == ["raw", "golden"]
+    assert [d["id"] for d in Dataset.list_datasets(dataset_project="vision", tags=["golden"],
+                                                   client=client)] == [v1.id]
+
+
+def test_versions_are_numbered_and_resolved_by_name(client: Client, name: str, tmp_path: Path) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    v2 = Dataset.create(name, "vision", parent_datasets=[v1], client=client)
+    v3 = Dataset.create(name, "vision", parent_datasets=[v1], client=client)
+    assert (v2.version, v3.version) == (2, 3)
+    v3.finalize()
+    assert Dataset.get(dataset_name=name, dataset_project="vision", client=client).id == v3.id, \
+        "by name: the latest finalized version (v2 is still a draft)"
+    assert Dataset.get(dataset_name=name, dataset_project="vision", dataset_version="2", client=client).id == v2.id
+    with pytest.raises(NotFound, match=f"no version 9 of dataset '{name}'"):
+        Dataset.get(dataset_name=name, dataset_project="vision", dataset_version=9, client=client)
+
+
+def test_draft_survives_between_processes_and_refuses_changed_files(client: Client, name: str, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.bin": b"a" * 1000, "b.bin": b"b" * 1000})
+    draft = Dataset.create(name, "p", client=client)
+    draft.add_files(src)
+    reopened = Dataset.get(dataset_id=draft.id, client=client)   # as `fleetdeck data upload` would
+    assert reopened.list_files() == ["a.bin", "b.bin"]
+    (src / "a.bin").write_bytes(b"A" * 1000)                     # same size, new content
+    with pytest.raises(DatasetError, match="a.bin changed since it was added"):
+        reopened.upload(show_progress=False)
+    reopened.add_files(src)
+    reopened.finalize()
+    assert read_tree(reopened.get_local_copy()) == {"a.bin": b"A" * 1000, "b.bin": b"b" * 1000}
+
+
+def test_a_task_records_the_versions_it_read(client: Client, name: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    task = client.create_task(name="train", project="vision")
+    monkeypatch.setenv("FLEETDECK_TASK_ID", task["id"])
+    Dataset.get(dataset_name=name, dataset_project="vision", client=client)
+    Dataset.get(dataset_name=name, dataset_project="vision", client=client)   # read twice, listed once
+    readers = Dataset.get(dataset_id=v1.id, client=client).readers()
+    assert [(r["task"], r["task_name"]) for r in readers] == [(task["id"], "train")]
+    inputs = client.get(f"/tasks/{task['id']}/artifacts")["items"]
+    assert [(a["mode"], a["metadata"]["dataset_id"]) for a in inputs] == [("input", v1.id)]
