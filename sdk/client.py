@@ -226,6 +226,18 @@ class Client:
     def add_artifact(self, task_id: str, **artifact: Any) -> dict[str, Any]:
         return self.post(f"/tasks/{_seg(task_id)}/artifacts", artifact, idempotent=True)
 
+    # -- tokens (admin) ---------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str = "user") -> dict[str, Any]:
+        """A new token record; its ``token`` secret is returned this once and never again."""
+        return self.post("/tokens", {"name": name, "role": role})
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self.get("/tokens")["items"]
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/tokens/{_seg(token_id)}")
+
     # -- queues and workers ----------------------------------------------------------------
 
     def create_queue(self, name: str) -> dict[str, Any]:

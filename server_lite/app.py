@@ -23,13 +23,14 @@ from fleetdeck.server_lite.names import BadName
 from fleetdeck.server_lite.routes import blobs, events, projects, queues, tasks, tokens
 from fleetdeck.server_lite.routes import datasets
 from fleetdeck.server_lite.routes import fleet
+from fleetdeck.server_lite.routes import costs
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import StoreError, StoreFull
 
 log = logging.getLogger("fleetdeck.server")
 
 ROUTERS = [projects.router, tasks.router, events.router, blobs.router, queues.router, tokens.router, datasets.router,
-           fleet.router]
+           fleet.router, costs.router]
 """Every authenticated router; a feature adds its router here."""
 
 

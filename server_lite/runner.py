@@ -38,8 +38,36 @@ def open_state(data_dir: Path, store_uri: str | None = None) -> ServerState:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     store = open_store(data_dir, store_uri)
+    if store_uri:
+        return shared_state(store, data_dir)
     return ServerState(store=store, events=FileEventStore(data_dir / "events"), blobs=BlobStore(data_dir / "blobs"),
                        tokens=TokenRegistry(store), data_dir=data_dir)
+
+
+PEER_RECHECK_S = 2.0
+"""With a shared MongoDB: how soon a token, revocation or enqueue made by another server process
+takes effect in this one (token cache re-check, waiting dequeue re-poll)."""
+
+
+def shared_state(store: Store, data_dir: Path) -> ServerState:
+    """State of one of several API servers sharing a MongoDB store: nothing shared lives only here.
+
+    Documents, events (``MongoEventStore``) and volatile state are in the database; blobs stay
+    content-addressed files under ``data_dir/blobs``, which every server must mount from the same
+    shared filesystem (see docs/deploy-mongodb.md).
+    """
+    from fleetdeck.server_lite.store.mongo import MongoStore
+    from fleetdeck.server_lite.store.mongo_events import MongoEventStore
+
+    assert isinstance(store, MongoStore)
+    try:
+        events = MongoEventStore(store)
+    except BaseException:
+        store.close()
+        raise
+    return ServerState(store=store, events=events, blobs=BlobStore(data_dir / "blobs"),
+                       tokens=TokenRegistry(store, recheck_s=PEER_RECHECK_S), data_dir=data_dir,
+                       peer_poll_s=PEER_RECHECK_S)
 
 
 def bootstrap_admin(state: ServerState, url: str) -> Path | None:
@@ -96,7 +124,9 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8008, store_uri: 
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn, so a taken port is a clear error, not a log line and exit 1."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # Nagle's algorithm plus delayed ACKs add ~40 ms to every response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -20,7 +20,7 @@ def token() -> None:
 def create(ctx: click.Context, name: str, role: str) -> None:
     """Create a token; its secret is printed once."""
     with make_client(ctx) as client:
-        doc = client.post("/tokens", {"name": name, "role": role})
+        doc = client.create_token(name, role)
     click.echo(doc["token"])
     click.echo(f"token {doc['id']} ({role}) for {name}: store it now, it is not shown again", err=True)
 
@@ -30,7 +30,7 @@ def create(ctx: click.Context, name: str, role: str) -> None:
 def list_tokens(ctx: click.Context) -> None:
     """List tokens (never their secrets)."""
     with make_client(ctx) as client:
-        items = client.get("/tokens")["items"]
+        items = client.list_tokens()
     console.print(table(["ID", "NAME", "ROLE", "CREATED", "STATE"],
                         ((t["id"], t["name"], t["role"], ago(t["created"]), "revoked" if t["revoked"] else "active")
                          for t in items)))
@@ -42,5 +42,5 @@ def list_tokens(ctx: click.Context) -> None:
 def revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke a token; requests with it are refused at once."""
     with make_client(ctx) as client:
-        client.request("DELETE", f"/tokens/{token_id}")
+        client.revoke_token(token_id)
     click.echo(f"revoked {token_id}")
