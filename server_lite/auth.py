@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -29,9 +30,14 @@ def hash_token(secret: str) -> str:
 class TokenRegistry:
     """Issues and checks tokens; verified hashes are cached and dropped on revoke."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, recheck_s: float | None = None) -> None:
         self.store = store
+        self.recheck_s = recheck_s
+        """Set when other server processes share the store (MongoDB): a token this process has not
+        read from the store in ``recheck_s`` seconds is looked up again, so a token created or
+        revoked by a peer takes effect here within that time. None: this process is the only writer."""
         self._by_hash: dict[str, Document] = {}
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._reload()
 
@@ -56,9 +62,25 @@ class TokenRegistry:
         digest = hash_token(secret)
         with self._lock:
             doc = self._by_hash.get(digest)
+            stale = self.recheck_s is not None and \
+                time.monotonic() - self._checked.get(digest, -math.inf) >= self.recheck_s
+        if stale:
+            doc = self._lookup(digest)
         if doc is not None and hmac.compare_digest(doc["hash"], digest):
             return doc
         return None
+
+    def _lookup(self, digest: str) -> Document | None:
+        """Read one token from the store (a peer may have created or revoked it)."""
+        found = self.store.find(TOKENS, {"hash": digest, "revoked": False}, limit=1)
+        with self._lock:
+            if not found:
+                self._by_hash.pop(digest, None)
+                self._checked.pop(digest, None)
+                return None
+            self._by_hash[digest] = found[0]
+            self._checked[digest] = time.monotonic()
+            return found[0]
 
     def list(self) -> list[Document]:
         return [public(d) for d in self.store.find(TOKENS, sort=[("created", 1)])]

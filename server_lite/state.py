@@ -69,3 +69,6 @@ class ServerState:
     seq: itertools.count = field(default_factory=lambda: itertools.count(int(time.time() * 1e6)))
     max_body_bytes: int = 64 * 1024 * 1024
     max_chunk_bytes: int = 128 * 1024 * 1024
+    peer_poll_s: float | None = None
+    """Set when other server processes share the store (MongoDB): their enqueues cannot wake this
+    process's waiting dequeues, so a waiting dequeue also re-checks the queues this often."""

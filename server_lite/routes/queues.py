@@ -157,10 +157,12 @@ async def dequeue(body: DequeueRequest, state: State, principal: Principal) -> d
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {"task": None}
+            if state.peer_poll_s is not None:
+                remaining = min(remaining, state.peer_poll_s)
             try:
                 await asyncio.wait_for(waiter.wait(), timeout=remaining)
             except asyncio.TimeoutError:
-                return {"task": None}
+                continue  # the next pass takes the task if a peer enqueued one, or returns at the deadline
         finally:
             state.notifier.forget(waiter)
 

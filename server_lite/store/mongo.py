@@ -103,7 +103,7 @@ class MongoStore(Store):
         if client is None:
             client = _connect(uri, server_selection_timeout_s)
         self.client = client
-        with self._errors("open"):
+        with self.translate_errors("open"):
             self.db = client[database] if database else client.get_default_database(default=DEFAULT_DATABASE)
             if self._owns_client:
                 client.admin.command("ping")
@@ -118,7 +118,7 @@ class MongoStore(Store):
                 self.db[collection].create_index(keys, **options)
 
     @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def translate_errors(self, what: str) -> Iterator[None]:
         """Map pymongo's exceptions onto the store's: the API turns those into 503/507 answers."""
         from bson.errors import InvalidDocument
         from pymongo.errors import (
@@ -147,12 +147,12 @@ class MongoStore(Store):
     def insert(self, collection: str, doc: Document) -> Document:
         if not isinstance(doc.get("id"), str) or not doc["id"]:
             raise StoreError("a document needs a non-empty string id")
-        with self._errors(f"insert of {collection}/{doc['id']}"):
+        with self.translate_errors(f"insert of {collection}/{doc['id']}"):
             self.db[collection].insert_one(to_mongo(doc))
         return doc
 
     def get(self, collection: str, doc_id: str) -> Document | None:
-        with self._errors(f"read of {collection}"):
+        with self.translate_errors(f"read of {collection}"):
             found = self.db[collection].find_one({"_id": doc_id})
         return from_mongo(found) if found is not None else None
 
@@ -163,7 +163,7 @@ class MongoStore(Store):
         if fields is not None:
             projection = {_field(f): True for f in fields}
             projection["_id"] = True
-        with self._errors(f"query of {collection}"):
+        with self.translate_errors(f"query of {collection}"):
             cursor = self.db[collection].find(filt, projection)
             if sort:
                 cursor = cursor.sort(translate_sort(sort))
@@ -177,7 +177,7 @@ class MongoStore(Store):
 
     def count(self, collection: str, query: Query | None = None) -> int:
         filt = translate_query(query)
-        with self._errors(f"count of {collection}"):
+        with self.translate_errors(f"count of {collection}"):
             return int(self.db[collection].count_documents(filt))
 
     def update(self, collection: str, doc_id: str, update: Update, *, where: Query | None = None) -> Document | None:
@@ -195,7 +195,7 @@ class MongoStore(Store):
         from pymongo import ReturnDocument
 
         change = translate_update(update)
-        with self._errors(f"update of {collection}"):
+        with self.translate_errors(f"update of {collection}"):
             found = self.db[collection].find_one_and_update(
                 filt, change, sort=translate_sort(sort) if sort else None,
                 return_document=ReturnDocument.AFTER)
@@ -203,17 +203,17 @@ class MongoStore(Store):
 
     def find_one_and_delete(self, collection: str, query: Query, *, sort: Sort | None = None) -> Document | None:
         filt = translate_query(query)
-        with self._errors(f"delete from {collection}"):
+        with self.translate_errors(f"delete from {collection}"):
             found = self.db[collection].find_one_and_delete(filt, sort=translate_sort(sort) if sort else None)
         return from_mongo(found) if found is not None else None
 
     def delete(self, collection: str, doc_id: str) -> bool:
-        with self._errors(f"delete from {collection}"):
+        with self.translate_errors(f"delete from {collection}"):
             return bool(self.db[collection].delete_one({"_id": doc_id}).deleted_count)
 
     def collections(self) -> list[str]:
         """Names of the document collections (internal ones, starting with ``_`` or ``events.``, left out)."""
-        with self._errors("listing collections"):
+        with self.translate_errors("listing collections"):
             names = self.db.list_collection_names()
         return sorted(n for n in names if not n.startswith(("_", "events.", "system.")))
 
@@ -221,18 +221,18 @@ class MongoStore(Store):
 
     def put_volatile(self, namespace: str, key: str, value: Document, ttl_s: float) -> None:
         expires = _utcnow() + timedelta(seconds=ttl_s)
-        with self._errors("heartbeat"):
+        with self.translate_errors("heartbeat"):
             self.db[VOLATILE].replace_one({"_id": _volatile_id(namespace, key)},
                                           {"ns": namespace, "key": key, "value": value, "expires": expires},
                                           upsert=True)
 
     def list_volatile(self, namespace: str) -> dict[str, Document]:
-        with self._errors("heartbeat listing"):
+        with self.translate_errors("heartbeat listing"):
             found = self.db[VOLATILE].find({"ns": namespace, "expires": {"$gt": _utcnow()}})
             return {d["key"]: d["value"] for d in found}
 
     def delete_volatile(self, namespace: str, key: str) -> None:
-        with self._errors("heartbeat removal"):
+        with self.translate_errors("heartbeat removal"):
             self.db[VOLATILE].delete_one({"_id": _volatile_id(namespace, key)})
 
     # -- lifecycle -------------------------------------------------------------------------
