@@ -88,6 +88,10 @@ def scan(path: str | os.PathLike[str], *, wildcard: str | Sequence[str] | None =
                 if _matches(entry.name, patterns):
                     found.append(_source(entry.path, rel_path, real_root, prefix))
     found.sort(key=lambda f: f.dataset_path)
+    for first, second in zip(found, found[1:]):
+        if first.dataset_path == second.dataset_path:
+            raise HostilePath(f"{first.source!r} and {second.source!r} differ only by Unicode normalisation; "
+                              "they would be one dataset file")
     return found
 
 

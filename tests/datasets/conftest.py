@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -24,4 +25,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 def name(request: pytest.FixtureRequest) -> str:
     """A dataset name unique to the test, so version numbers start at 1 on the shared server."""
-    return request.node.name.replace("[", "-").replace("]", "")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
