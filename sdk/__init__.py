@@ -16,14 +16,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from fleetdeck.client import Client
     from fleetdeck.dataset import Dataset
     from fleetdeck.errors import FleetdeckError
+    from fleetdeck.logger import Logger
+    from fleetdeck.task import Task
 
-__all__ = sorted(["Client", "Dataset", "FleetdeckError", "__version__"])
+__all__ = sorted(["Client", "Dataset", "FleetdeckError", "Logger", "Task", "__version__"])
 
 # public name -> module that defines it; extended as the SDK grows (Task, Logger, Dataset).
 _LAZY: dict[str, str] = {
     "Client": "fleetdeck.client",
     "Dataset": "fleetdeck.dataset",
     "FleetdeckError": "fleetdeck.errors",
+    "Logger": "fleetdeck.logger",
+    "Task": "fleetdeck.task",
 }
 
 
