@@ -123,6 +123,9 @@ class Host:
     """The host's Python (>= 3.10 with venv) used to create the agent's venv."""
     images: tuple[str, ...] = ()
     """Docker images to keep ready on this host (added to the inventory-wide list)."""
+    agent_command: tuple[str, ...] = ()
+    """The agent's argv; empty runs ``fleetdeck agent`` with the host's queues. ``{venv}`` is the
+    installed venv's path."""
     limits: AgentLimits = field(default_factory=AgentLimits)
 
     def to_record(self, price_per_gpu_hour: float | None) -> dict[str, Any]:
@@ -249,7 +252,7 @@ def from_dict(data: dict[str, Any], path: Path | None = None) -> Inventory:
 
 
 _HOST_KEYS = {"name", "address", "port", "user", "identity_file", "jump", "labels", "queues", "gpus", "gpu_model",
-              "price_per_hour", "install_dir", "python", "images", "limits"}
+              "price_per_hour", "install_dir", "python", "images", "agent_command", "limits"}
 
 
 def _host(raw: dict[str, Any], defaults: dict[str, Any], base_limits: AgentLimits, where: str) -> Host:
@@ -292,6 +295,7 @@ def _host(raw: dict[str, Any], defaults: dict[str, Any], base_limits: AgentLimit
                 install_dir=_opt_str(merged.get("install_dir"), f"{where} install_dir") or ".fleetdeck",
                 python=_opt_str(merged.get("python"), f"{where} python") or "python3",
                 images=_str_tuple(merged.get("images", []), f"{where} images"),
+                agent_command=_str_tuple(merged.get("agent_command", []), f"{where} agent_command"),
                 limits=AgentLimits.from_dict(limits, base_limits, where=f"{where} limits"))
 
 
@@ -332,7 +336,7 @@ def save(inv: Inventory, path: Path | None = None) -> Path:
         record = asdict(host)
         limits = record.pop("limits")
         for key, value in record.items():
-            if value is None or (key in ("labels", "images") and not value):
+            if value is None or (key in ("labels", "images", "agent_command") and not value):
                 continue
             lines.append(f"{key} = {_toml(value)}")
         changed = {k: v for k, v in limits.items() if v != default_limits[k]}
