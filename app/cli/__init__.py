@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "token": ("fleetdeck.app.cli.tokens", "token", "Create, list and revoke API tokens."),
     "demo": ("fleetdeck.app.cli.demo", "demo", "Fill a server with example experiments."),
     "version": ("fleetdeck.app.cli.misc", "version", "Print fleetdeck's version."),
+    "costs": ("fleetdeck.app.cli.costs", "costs", "GPU cost and waste per project, user, host, queue or task."),
     "sync": ("fleetdeck.app.cli.sync", "sync", "Upload runs left in the local spool (offline or server down)."),
 }
 """name -> (module, attribute, one-line help); each feature registers its command group here."""
