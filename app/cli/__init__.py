@@ -18,6 +18,7 @@ from fleetdeck._version import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("fleetdeck.app.cli.server", "server", "Run the tracking server."),
     "tasks": ("fleetdeck.app.cli.tasks", "tasks", "List, show and act on tasks."),
+    "data": ("fleetdeck.app.cli.data", "data", "Versioned datasets: create, add, upload, get, diff, verify."),
     "token": ("fleetdeck.app.cli.tokens", "token", "Create, list and revoke API tokens."),
     "demo": ("fleetdeck.app.cli.demo", "demo", "Fill a server with example experiments."),
     "version": ("fleetdeck.app.cli.misc", "version", "Print fleetdeck's version."),
