@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("fleetdeck.app.cli.demo", "demo", "Fill a server with example experiments."),
     "version": ("fleetdeck.app.cli.misc", "version", "Print fleetdeck's version."),
     "costs": ("fleetdeck.app.cli.costs", "costs", "GPU cost and waste per project, user, host, queue or task."),
+    "tui": ("fleetdeck.app.cli.tui", "tui", "Open the control centre (also: fleetdeck with no arguments)."),
+    "serve": ("fleetdeck.app.cli.tui", "serve", "Serve the control centre to a browser on 127.0.0.1."),
     "sync": ("fleetdeck.app.cli.sync", "sync", "Upload runs left in the local spool (offline or server down)."),
 }
 """name -> (module, attribute, one-line help); each feature registers its command group here."""
@@ -57,7 +59,12 @@ def cli(ctx: click.Context, server_url: str | None, token: str | None) -> None:
     """fleetdeck: experiments, agents and GPU fleet from one terminal."""
     ctx.obj = {"server_url": server_url, "token": token}
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if sys.stdin.isatty() and sys.stdout.isatty():  # a person at a terminal: open the control centre
+            from fleetdeck.app.cli.tui import launch
+
+            launch(ctx)
+        else:
+            click.echo(ctx.get_help())
 
 
 def main(argv: list[str] | None = None) -> None:
