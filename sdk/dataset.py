@@ -34,6 +34,8 @@ import io
 import json
 import logging
 import os
+import re
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,7 @@ __all__ = ["Dataset", "HostilePath", "ManifestDiff", "UploadStats", "VerifyRepor
 
 log = logging.getLogger("fleetdeck.dataset")
 _MISSING_BATCH = 50_000
+_TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class DatasetError(FleetdeckError):
@@ -462,16 +465,17 @@ class Dataset:
 
 
 def _current_task_id() -> str | None:
-    """The task this process runs as: ``Task.current_task()`` once the SDK has one, else ``$FLEETDECK_TASK_ID``."""
-    import importlib.util
+    """The server id of the task this process runs: ``Task.current_task()``, else ``$FLEETDECK_TASK_ID``.
 
-    if importlib.util.find_spec("fleetdeck.task") is not None:
-        from fleetdeck import task as task_module
-
-        current = getattr(getattr(task_module, "Task", None), "current_task", None)
-        found = current() if callable(current) else None
-        if found is not None:
-            return str(found.id)
+    ``fleetdeck.task`` is only consulted when the script imported it: without ``Task.init`` there
+    is no current task, and importing the module just to learn that would cost start-up time.
+    """
+    task_module = sys.modules.get("fleetdeck.task")
+    current = task_module.Task.current_task() if task_module is not None else None
+    if current is not None:
+        task_id = current.id
+        # offline runs ("offline-...") and non-zero ranks ("") have no server task to link to
+        return task_id if _TASK_ID.match(task_id) else None
     return os.environ.get("FLEETDECK_TASK_ID") or None
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,27 @@ def test_a_task_records_the_versions_it_read(client: Client, name: str, tmp_path
     assert [(r["task"], r["task_name"]) for r in readers] == [(task["id"], "train")]
     inputs = client.get(f"/tasks/{task['id']}/artifacts")["items"]
     assert [(a["mode"], a["metadata"]["dataset_id"]) for a in inputs] == [("input", v1.id)]
+
+
+def test_a_training_script_with_task_init_records_its_input(client: Client, name: str, server: ServerProcess,
+                                                           tmp_path: Path) -> None:
+    """The real lineage path: ``Task.init`` in a script, then ``Dataset.get`` inside it."""
+    v1 = _v1(client, tmp_path / "src", name)
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from fleetdeck import Dataset, Task
+
+        task = Task.init(project_name="vision", task_name="uses-{name}")
+        folder = Dataset.get(dataset_name={name!r}, dataset_project="vision").get_local_copy()
+        print("TASK", task.id, len(list(Path(folder).rglob("*.bin"))))
+    """))
+    env = {**os.environ, "FLEETDECK_SERVER_URL": server.url, "FLEETDECK_API_TOKEN": server.admin_token,
+           "FLEETDECK_SPOOL_DIR": str(tmp_path / "spool"), "FLEETDECK_MONITOR_SAMPLE_S": "0.1"}
+    env.pop("FLEETDECK_TASK_ID", None)
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    task_id, bins = run.stdout.split("TASK ")[1].split()
+    assert bins == "2"
+    readers = Dataset.get(dataset_id=v1.id, client=client).readers()
+    assert [(r["task"], r["task_name"]) for r in readers] == [(task_id, f"uses-{name}")]
