@@ -87,17 +87,17 @@ def render(report: dict[str, Any]) -> None:
     by = report["by"]
     columns = [GROUP_TITLES[by], "TASKS", "GPU-H", "COST", "HELD IDLE", "ORPHANED", "IDLE CAP", "WASTE", "WASTE %"]
     if by == "task":
-        columns[1:1] = ["NAME", "PROJECT"]
+        columns[1:2] = ["NAME", "PROJECT"]
     rows = []
     for row in report["rows"]:
         key = row["key"] if by != "task" or row["key"].startswith("(") else row["key"][:8]
         cells: list[Any] = [Text(key or "-")]
         if by == "task":
             cells += [Text(row.get("name") or ""), Text(row.get("project") or "")]
-        rows.append(cells + _numbers(row, currency))
+        rows.append(cells + _numbers(row, currency, by == "task"))
     totals = report["totals"]
     total_cells: list[Any] = [Text("TOTAL", style="bold")] + ([""] * 2 if by == "task" else [])
-    rows.append(total_cells + _numbers(totals, currency))
+    rows.append(total_cells + _numbers(totals, currency, by == "task"))
     period = (f"{_date(report['since'])} to {_date(report['until'])}, "
               f"prices in {currency} as of {report.get('pricing_as_of') or '?'}")
     console.print(table(columns, rows, title=f"GPU cost by {by}: {period}"))
@@ -111,11 +111,11 @@ def render(report: dict[str, Any]) -> None:
             for w in wasters), title="top wasters"))
 
 
-def _numbers(row: dict[str, Any], currency: str) -> list[Any]:
+def _numbers(row: dict[str, Any], currency: str, by_task: bool) -> list[Any]:
     # held-idle time is part of a task's cost; orphaned and idle-capacity time come on top of it
     spent = row["cost"] + row["waste"]["orphaned"]["cost"] + row["waste"]["idle_capacity"]["cost"]
     share = f"{100 * row['waste_cost'] / spent:.0f}%" if spent > 0 else "-"
-    return [str(row["tasks"]), hours(row["gpu_hours"]), money(row["cost"], currency),
+    return [*([] if by_task else [str(row["tasks"])]), hours(row["gpu_hours"]), money(row["cost"], currency),
             *_waste_cells(row, currency), money(row["waste_cost"], currency), share]
 
 
