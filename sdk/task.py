@@ -38,6 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from fleetdeck.client import Client
 
 DEFAULT_FLUSH_DEADLINE_S = 10.0
+_CLONED_FIELDS = {
+    "script": {"repository", "branch", "commit", "entry_point", "working_dir", "binary", "diff", "code",
+               "requirements", "untracked"},
+    "environment": {"python", "executable", "os", "host", "packages", "imported", "gpus", "cuda", "driver"},
+}
+"""Fields a clone copies (the server adds read-only summaries such as ``has_diff`` to what it returns)."""
 _offline_override: bool | None = None
 
 
@@ -297,7 +303,7 @@ class Task:
         task._run = run
         task._doc = {"id": attach, "name": task_name or script_name, "project_name": project_name or "default"}
         cls._current = task
-        if auto_connect_streams:
+        if auto_connect_streams and not _env_flag("FLEETDECK_AGENT_CONSOLE"):  # an agent already streams it
             for stream_name in ("stdout", "stderr"):
                 tee = ConsoleTee(getattr(sys, stream_name), stream_name, run.buffer.console)
                 setattr(sys, stream_name, tee)
@@ -626,9 +632,9 @@ class Task:
         source = client.get_task(source_task if isinstance(source_task, str) else source_task.id)
         fields = {key: source[key] for key in ("type", "tags", "hyperparams", "configuration")
                   if source.get(key) is not None}
-        for key in ("script", "environment"):
+        for key, allowed in _CLONED_FIELDS.items():
             if source.get(key):
-                fields[key] = source[key]
+                fields[key] = {k: v for k, v in source[key].items() if k in allowed}
         doc = client.create_task(name=name or f"{source['name']} (clone)",
                                  project=project or source.get("project_name") or source["project"],
                                  parent=parent or source["id"], comment=comment or f"cloned from {source['id']}",
@@ -700,10 +706,19 @@ class Task:
         return self._doc
 
 
-def _default_client() -> Client:
-    from fleetdeck.client import Client
+_clients: dict[tuple[str, str | None], Client] = {}
 
-    return Client()
+
+def _default_client() -> Client:
+    """One shared client per configured server (handles are many; connections should not be)."""
+    from fleetdeck.client import Client
+    from fleetdeck.config import ClientSettings
+
+    settings = ClientSettings.load()
+    key = (settings.url, settings.token)
+    if key not in _clients:
+        _clients[key] = Client(settings=settings)
+    return _clients[key]
 
 
 # -- process exit ----------------------------------------------------------------------------------
