@@ -8,6 +8,7 @@ a 4xx naming the problem; a full disk is a 507 and the write was not acknowledge
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,14 @@ def create_app(state: ServerState, extra_routers: list[Any] | None = None) -> Fa
         log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": f"storage unavailable: {exc}"}, status_code=503)
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A file operation no module mapped to a StoreError: still a clear 507/503, never a 500.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return JSONResponse({"detail": "disk full: the request was not stored"}, status_code=507)
+        return JSONResponse({"detail": f"storage unavailable: {exc.strerror or exc}"}, status_code=503)
+
     @app.exception_handler(BadName)
     async def _bad_name(request: Request, exc: BadName) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
@@ -105,27 +114,37 @@ class BodyLimit:
                 return
         seen = 0
         started = False
+        exceeded = False
+        message_413 = f"request body over the {limit} byte limit"
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # The app may catch _TooLarge while parsing the body and answer 400 (FastAPI does):
+            # once the limit is exceeded, whatever it answers is replaced by the 413.
             nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _reply(send, 413, message_413)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not started:
-                await _reply(send, 413, f"request body over the {limit} byte limit")
+                await _reply(send, 413, message_413)
 
 
 class _TooLarge(Exception):

@@ -32,6 +32,13 @@ class BadBlob(Exception):
     """The uploaded bytes do not hash to the promised sha256, or exceed the promised size."""
 
 
+def storage_error(exc: OSError, what: str) -> StoreError:
+    """The store error for a failed file operation: StoreFull (507) when the disk is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"disk full: {what}")
+    return StoreError(f"{what}: {exc.strerror}")
+
+
 class BlobStore:
     def __init__(self, root: str | Path, max_blob_bytes: int = 1 << 40) -> None:
         self.root = Path(root)
@@ -66,8 +73,12 @@ class BlobStore:
         meta = part.with_suffix(".json")
         with self._lock(sha256):
             if not meta.exists():
-                meta.write_bytes(orjson.dumps({"size": size}))
-                part.touch()
+                try:
+                    part.touch()
+                    meta.write_bytes(orjson.dumps({"size": size}))
+                except OSError as exc:
+                    meta.unlink(missing_ok=True)
+                    raise storage_error(exc, "cannot start the upload") from None
             elif orjson.loads(meta.read_bytes())["size"] != size:
                 raise BadBlob(f"an upload of {sha256[:12]} with another size is in progress")
             offset = part.stat().st_size
@@ -106,9 +117,7 @@ class BlobStore:
                 os.fdatasync(fd)
             except OSError as exc:
                 os.ftruncate(fd, current)
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StoreFull("disk full: cannot store the upload") from None
-                raise StoreError(f"cannot store the upload: {exc.strerror}") from None
+                raise storage_error(exc, "cannot store the upload") from None
             finally:
                 os.close(fd)
             return written
@@ -134,7 +143,10 @@ class BlobStore:
                 part.unlink(missing_ok=True)
                 part.with_suffix(".json").unlink(missing_ok=True)
                 raise BadBlob(f"uploaded bytes hash to {digest.hexdigest()[:12]}, not {sha256[:12]}; upload discarded")
-            final.parent.mkdir(exist_ok=True)
-            os.replace(part, final)
+            try:
+                final.parent.mkdir(exist_ok=True)
+                os.replace(part, final)
+            except OSError as exc:
+                raise storage_error(exc, "cannot publish the upload") from None
             part.with_suffix(".json").unlink(missing_ok=True)
         return {"sha256": sha256, "size": size}

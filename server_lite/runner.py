@@ -12,6 +12,7 @@ from fleetdeck.server_lite.auth import TokenRegistry
 from fleetdeck.server_lite.blobs import BlobStore
 from fleetdeck.server_lite.events import FileEventStore
 from fleetdeck.server_lite.state import ServerState
+from fleetdeck.server_lite.tasks import repair_metric_summaries
 from fleetdeck.server_lite.store.base import Store
 
 log = logging.getLogger("fleetdeck.server")
@@ -93,8 +94,12 @@ def bootstrap_admin(state: ServerState, url: str) -> Path | None:
 
 
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8008, store_uri: str | None = None,
-          log_level: str = "warning", announce: bool = True) -> None:
-    """Run the server until SIGINT/SIGTERM; the store is compacted and released on the way out."""
+          log_level: str = "warning", announce: bool = True, max_body_bytes: int | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM; the store is compacted and released on the way out.
+
+    Args:
+        max_body_bytes: largest request body accepted (413 above it); the state's default if None.
+    """
     import uvicorn
 
     from fleetdeck.server_lite.app import create_app
@@ -105,7 +110,12 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8008, store_uri: 
     except BaseException:
         sock.close()
         raise
+    if max_body_bytes is not None:
+        state.max_body_bytes = max_body_bytes
     try:
+        repaired = repair_metric_summaries(state)
+        if repaired:
+            log.warning("repaired the metric summaries of %d tasks interrupted by a crash", repaired)
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         written = bootstrap_admin(state, url)
         if announce:

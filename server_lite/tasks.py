@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
+from fleetdeck.server_lite.events import RESOURCE_TITLE, SeriesSummary
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import Document, Query, Sort
 
@@ -48,6 +50,30 @@ def metric_key(metric: str, variant: str) -> str:
     def esc(text: str) -> str:
         return quote(text, safe="").replace(".", "%2E")
     return f"{esc(metric)}/{esc(variant)}"
+
+
+PENDING = "events_pending"
+"""Task field counting event batches whose metric summary is not yet written (see ``routes/events.py``)."""
+
+
+def metric_summary_fields(series: Iterable[SeriesSummary]) -> dict[str, Any]:
+    """``$set`` fields that put each series' last/min/max/count on the task (resource samples excluded)."""
+    return {f"metrics.{metric_key(s.metric, s.variant)}": {
+        "metric": s.metric, "variant": s.variant, "last": s.last, "min": s.min, "max": s.max,
+        "iteration": s.last_iteration, "count": s.count} for s in series if s.metric != RESOURCE_TITLE}
+
+
+def repair_metric_summaries(state: ServerState) -> int:
+    """Rewrite the metric summary of every task a crash left between its events and its summary.
+
+    Returns:
+        How many tasks were repaired.
+    """
+    stale = state.store.find(TASKS, {PENDING: {"$gt": 0}}, fields=["id"])
+    for task in stale:
+        fields = metric_summary_fields(state.events.list_series(task["id"]))
+        state.store.update(TASKS, task["id"], {"$set": fields, "$unset": {PENDING: ""}})
+    return len(stale)
 
 
 def split_heavy(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

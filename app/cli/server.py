@@ -17,14 +17,18 @@ import click
               help="mongodb://… to use MongoDB instead of the embedded store.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def server(data_dir: Path | None, host: str, port: int, store_uri: str | None, log_level: str) -> None:
+@click.option("--max-body-mb", default=64, show_default=True, type=click.IntRange(1, 4096),
+              envvar="FLEETDECK_MAX_BODY_MB", help="Largest request body accepted; bigger ones get 413.")
+def server(data_dir: Path | None, host: str, port: int, store_uri: str | None, log_level: str,
+           max_body_mb: int) -> None:
     """Run the tracking server (embedded store by default)."""
     from fleetdeck.errors import FleetdeckError
     from fleetdeck.server_lite.runner import default_data_dir, serve
     from fleetdeck.server_lite.store.base import StoreError
 
     try:
-        serve(data_dir or default_data_dir(), host=host, port=port, store_uri=store_uri, log_level=log_level)
+        serve(data_dir or default_data_dir(), host=host, port=port, store_uri=store_uri, log_level=log_level,
+              max_body_bytes=max_body_mb * 1024 * 1024)
     except (StoreError, ValueError) as exc:
         raise FleetdeckError(str(exc)) from None
     except OSError as exc:

@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from fleetdeck.server_lite.deps import Principal, State
-from fleetdeck.server_lite.events import RESOURCE_TITLE
 from fleetdeck.server_lite.routes.tasks import load_task
 from fleetdeck.server_lite.schemas import EventBatch
-from fleetdeck.server_lite.tasks import TASKS, metric_key
+from fleetdeck.server_lite.tasks import PENDING, TASKS, metric_summary_fields
 
 router = APIRouter(tags=["events"])
 
@@ -23,18 +22,25 @@ def post_events(task_id: str, batch: EventBatch, state: State, principal: Princi
                 group.timestamps is not None and len(group.timestamps) != len(group.iterations)):
             raise HTTPException(422, f"scalars {group.metric}/{group.variant}: iterations, values and "
                                      "timestamps must have the same length")
-    result = state.events.append(task_id, batch.model_dump(exclude_none=True))
-    if result.duplicate:
-        return {"duplicate": True, "scalars": 0, "console": 0, "events": 0}
-    summary_update: dict[str, Any] = {"last_update": state.clock.now()}
-    for series in result.touched:
-        if series.metric == RESOURCE_TITLE:
-            continue
-        summary_update[f"metrics.{metric_key(series.metric, series.variant)}"] = {
-            "metric": series.metric, "variant": series.variant, "last": series.last,
-            "min": series.min, "max": series.max, "iteration": series.last_iteration, "count": series.count}
-    state.store.update(TASKS, task_id, {"$set": summary_update})
-    return {"duplicate": False, "scalars": result.scalars, "console": result.console, "events": result.events}
+    # Events and the task's metric summary live in two stores: a pending counter on the task
+    # brackets the pair, so a crash between them is repaired at the next start
+    # (``tasks.repair_metric_summaries``) instead of leaving the summary behind the series.
+    state.store.update(TASKS, task_id, {"$inc": {PENDING: 1}})
+    summary: dict[str, Any] = {}
+    try:
+        result = state.events.append(task_id, batch.model_dump(exclude_none=True))
+        touched = result.touched
+        if result.duplicate:
+            # A resent batch: its events are stored, but the first attempt may have failed before
+            # the summary was written (e.g. on a full disk), so the summary is written again.
+            keys = {(g.metric, g.variant) for g in batch.scalars}
+            touched = [s for s in state.events.list_series(task_id) if (s.metric, s.variant) in keys]
+        summary = metric_summary_fields(touched)
+    finally:
+        state.store.update(TASKS, task_id, {"$set": {**summary, "last_update": state.clock.now()},
+                                             "$inc": {PENDING: -1}})
+    return {"duplicate": result.duplicate, "scalars": result.scalars, "console": result.console,
+            "events": result.events}
 
 
 @router.get("/tasks/{task_id}/scalars")
