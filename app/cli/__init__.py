@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     from fleetdeck.errors import FleetdeckError
 
     try:
-        cli.main(args=argv, prog_name="fleetdeck", standalone_mode=False)
+        # without standalone mode click returns (not raises) the code of ctx.exit(n) / Exit(n)
+        code = cli.main(args=argv, prog_name="fleetdeck", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 def make_client(ctx: click.Context) -> Any:
