@@ -25,6 +25,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _FORBIDDEN_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/~+-]+")
+"""install_dir and python end up in venv script shebangs, which pip writes for /bin/sh when they
+need quoting; only plain path characters keep them from ever being read by a shell."""
 
 
 def inventory_path() -> Path:
@@ -285,6 +288,10 @@ def _host(raw: dict[str, Any], defaults: dict[str, Any], base_limits: AgentLimit
     queues = _str_tuple(merged.get("queues", ["default"]), f"{where} queues")
     if not queues:
         raise ConfigError(f"{where}: queues must name at least one queue")
+    for key in ("install_dir", "python"):
+        value = merged.get(key)
+        if value is not None and (not isinstance(value, str) or not _SAFE_PATH.fullmatch(value)):
+            raise ConfigError(f"{where}: {key} {value!r} may only contain letters, digits and . _ / ~ + -")
     return Host(name=name, address=address, user=user, port=port,
                 identity_file=_opt_str(merged.get("identity_file"), f"{where} identity_file"),
                 jump=_opt_str(merged.get("jump"), f"{where} jump"),

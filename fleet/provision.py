@@ -175,6 +175,7 @@ class Provisioner:
             self._ensure_supervisor(conn, root, venv, result)
         step("register")
         record = host.to_record(price_per_gpu_hour(host, self._prices))
+        del record["name"]  # it is in the URL
         record["install"] = {"bundle": self.bundle.content_hash[:16], "venv": venv, **report.facts}
         self.client.request("PUT", f"/fleet/hosts/{_seg(host.name)}", json=record)
         self._prune(conn, root, venv)

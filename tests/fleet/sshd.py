@@ -131,7 +131,9 @@ MaxSessions 64
 MaxStartups 64
 Subsystem sftp internal-sftp
 LogLevel ERROR
+SetEnv PATH={run_dir / "bin"}:/usr/local/bin:/usr/bin:/bin
 """)
+    _fake_nvidia_smi(run_dir / "bin", home)
     Path("/run/sshd").mkdir(exist_ok=True)
     with open(run_dir / "sshd.log", "ab") as log_file:
         process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
@@ -150,6 +152,30 @@ LogLevel ERROR
                    identity_file=BASE / "client_key", process=process)
     host.reset()
     return host
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# Test host's nvidia-smi: replays the real output recorded on an H200 (shared/data/gpu-traces)
+# when ~/.fake-gpu exists, hangs like a wedged driver when ~/.hang-nvidia-smi exists, and is
+# otherwise absent (exit 127, as the shell reports a missing command).
+if [ -e "$HOME/.hang-nvidia-smi" ]; then exec sleep 3600; fi
+if [ -e "$HOME/.fake-gpu" ]; then
+  echo "NVIDIA H200, 143771 MiB, 580.159.04"
+  exit 0
+fi
+echo "nvidia-smi: command not found" >&2
+exit 127
+"""
+
+
+def _fake_nvidia_smi(bin_dir: Path, home: Path) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "nvidia-smi"
+    script.write_text(FAKE_NVIDIA_SMI)
+    script.chmod(0o755)
+    bin_dir.chmod(0o755)
+    BASE.chmod(0o755)
+    bin_dir.parent.chmod(0o755)
 
 
 def _stop(hosts: list[SSHHost]) -> None:

@@ -1,0 +1,132 @@
+"""Provisioning real sshd hosts on loopback: parallel install from a clean state, idempotent
+re-runs, private tokens, atomic venv switch, inventory on the server, hostile host fields."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from fleetdeck.client import Client
+from fleetdeck.errors import ConfigError
+from fleetdeck.fleet import inventory, preflight, provision, wheelhouse
+from fleetdeck.fleet.ssh import Connection
+from tests.fleet.sshd import SSHHost, ssh_hosts, trust  # noqa: F401 - fixture
+from tests.support import wait_for
+
+pytestmark = pytest.mark.ssh
+
+HOSTILE_NAME = "gpu;$(touch fd-pwned-name)`touch fd-pwned-name2`"
+"""No slash: names may not hold one; a command in it would create the file in the remote home."""
+HOSTILE_LABELS = ["a100", "$(touch /tmp/fd-pwned-label)", "x; touch /tmp/fd-pwned-label2"]
+IDLE_AGENT = ["{venv}/bin/python", "-c", "import time\nwhile True: time.sleep(1)"]
+"""The supervised program for tests that are about installing, not about the agent."""
+
+
+@pytest.fixture(scope="module")
+def bundle() -> wheelhouse.Bundle:
+    return wheelhouse.build()
+
+
+def _inventory(hosts: list[SSHHost], **extra: object) -> inventory.Inventory:
+    entries = [hosts[0].inventory_entry(gpus=2, gpu_model="H200", price_per_hour=7.0, labels=["fast"], **extra),
+               hosts[1].inventory_entry(name=HOSTILE_NAME, labels=HOSTILE_LABELS, queues=["q;rm -rf ~"], **extra)]
+    return inventory.from_dict({"hosts": entries})
+
+
+def test_provision_two_hosts_in_parallel_then_nothing_changes(ssh_hosts: list[SSHHost], client: Client,
+                                                               bundle: wheelhouse.Bundle) -> None:
+    for host in ssh_hosts[:2]:
+        host.reset()
+    trust(ssh_hosts[:2])
+    # host0 claims 2 GPUs in the inventory; preflight must notice there is no driver.
+    inv = _inventory(ssh_hosts, agent_command=IDLE_AGENT)
+    results = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    by_name = {r.host: r for r in results}
+    assert by_name["host0"].status == "failed" and "gpu: no NVIDIA driver" in by_name["host0"].error
+    assert by_name[HOSTILE_NAME].status == "changed", by_name[HOSTILE_NAME].error
+
+    inv = inventory.from_dict({"hosts": [
+        ssh_hosts[0].inventory_entry(price_per_hour=7.0, labels=["fast"], agent_command=IDLE_AGENT),
+        {**ssh_hosts[1].inventory_entry(name=HOSTILE_NAME, labels=HOSTILE_LABELS, queues=["q;rm -rf ~"],
+                                        agent_command=IDLE_AGENT)}]})
+    started = time.monotonic()
+    results = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    assert [r.status for r in results] == ["changed", "ok"], [r.error for r in results]
+    assert "installed venv" in " ".join(results[0].changes) and "supervisor started" in results[0].changes
+    assert time.monotonic() - started < 120
+
+    for host in ssh_hosts[:2]:
+        root = host.home / ".fleetdeck"
+        token = root / "agent-token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text().startswith("fd")
+        assert (root / "current").is_symlink() and (root / "current").readlink().parts[0] == "venvs"
+        assert (root / "current" / provision.MARKER).exists()
+        pid = wait_for(lambda r=root: (r / "run" / "supervisor.pid").exists() and int((r / "run" / "supervisor.pid").read_text()))
+        assert pid > 0
+
+    # Hostile strings reached the host as data, and no command they hold ever ran.
+    config = json.loads((ssh_hosts[1].home / ".fleetdeck" / "supervisor.json").read_text())
+    assert config["host"] == HOSTILE_NAME and config["queues"] == ["q;rm -rf ~"]
+    assert not any(Path(p).exists() for p in ("/tmp/fd-pwned-label", "/tmp/fd-pwned-label2"))
+    assert not list(ssh_hosts[1].home.rglob("fd-pwned-name*")) and not list(Path.cwd().glob("fd-pwned*"))
+
+    # The server knows the fleet, with prices for the cost reports.
+    hosts = {h["name"]: h for h in client.get("/fleet/hosts")["items"]}
+    assert hosts["host0"]["labels"] == ["fast"] and hosts["host0"]["gpus"] == {"count": 0, "model": None}
+    assert hosts["host0"]["price_per_hour"] == 7.0 and hosts[HOSTILE_NAME]["labels"] == HOSTILE_LABELS
+    wait_for(lambda: client.get(f"/fleet/hosts/host0")["state"] == "ok", message="supervisor reporting")
+
+    # A second run on unchanged hosts changes nothing and is quick.
+    started = time.monotonic()
+    again = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    elapsed = time.monotonic() - started
+    assert [(r.status, r.changes) for r in again] == [("ok", []), ("ok", [])]
+    assert elapsed < 5.0, f"no-change re-run took {elapsed:.1f}s"
+
+
+def test_preflight_names_failures_with_hints_and_a_hanging_probe_times_out(ssh_hosts: list[SSHHost]) -> None:
+    host = ssh_hosts[2]
+    host.reset()
+    trust([host])
+    inv = inventory.from_dict({"hosts": [host.inventory_entry(python="/nonexistent/python3", gpus=1)]})
+    with Connection(inv.hosts[0]) as conn:
+        report = preflight.run(conn)
+    failed = {c.name: c for c in report.failures()}
+    assert not report.ok and "python" in failed and "python = " in failed["python"].hint
+    assert failed["gpu"].hint == "install the NVIDIA driver"
+
+    (host.home / ".fake-gpu").touch()  # the host's nvidia-smi now answers with a recorded H200 row
+    inv = inventory.from_dict({"hosts": [host.inventory_entry(gpus=1)]})
+    with Connection(inv.hosts[0]) as conn:
+        report = preflight.run(conn)
+    assert report.ok, report.summary()
+    assert report.facts["gpus"] == 1 and report.facts["gpu_model"] == "NVIDIA H200"
+    assert report.facts["python"].startswith("3.") and report.facts["arch"] == "x86_64"
+
+    (host.home / ".hang-nvidia-smi").touch()  # now it hangs, like a wedged driver
+    with Connection(inv.hosts[0]) as conn:
+        started = time.monotonic()
+        report = preflight.run(conn, timeout=2.0)
+        elapsed = time.monotonic() - started
+    assert elapsed < 8, f"a hanging nvidia-smi held preflight for {elapsed:.1f}s"
+    gpu = next(c for c in report.checks if c.name == "gpu")
+    assert not gpu.ok and "hung" in gpu.detail and "reboot" in gpu.hint
+    assert next(c for c in report.checks if c.name == "python").ok  # the other probes still answered
+    host.reset()
+
+
+def test_unknown_host_key_fails_provisioning_with_the_fix(ssh_hosts: list[SSHHost], client: Client,
+                                                          bundle: wheelhouse.Bundle) -> None:
+    inv = inventory.from_dict({"hosts": [ssh_hosts[3].inventory_entry()]})
+    (result,) = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    assert result.status == "failed" and "fleetdeck fleet trust host3" in result.error
+
+
+def test_hostile_install_dir_is_refused_before_anything_runs() -> None:
+    with pytest.raises(ConfigError, match="install_dir"):
+        inventory.from_dict({"hosts": [{"name": "h", "address": "127.0.0.1", "user": "u",
+                                        "install_dir": "fd $(touch /tmp/fd-pwned-dir)"}]})
