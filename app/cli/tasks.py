@@ -96,3 +96,136 @@ def show_task(ctx: click.Context, task_id: str, as_json: bool) -> None:
     if script:
         console.print(table(["FIELD", "VALUE"], [(k, v if k != "diff" else f"{len(v)} bytes")
                                                  for k, v in script.items() if v], title="code"))
+
+
+# -- actions: enqueue, clone, abort, requeue, reset ------------------------------------------------
+
+DERIVED_FIELDS = {"script": ("has_diff",), "environment": ("package_count",)}
+"""Fields the server derives when it splits heavy data off; a copy of a task must not send them back."""
+
+
+def parse_assignment(text: str) -> tuple[str, str, Any]:
+    """``Section/name=value`` (a name without section goes to ``Args``); the value is JSON when it parses."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} must be SECTION/NAME=VALUE", param_hint="--set")
+    section, slash, name = key.partition("/")
+    if not slash:
+        section, name = "Args", key
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return section, name, value
+
+
+def _typed(value: Any, existing: dict[str, Any] | None) -> dict[str, Any]:
+    kind = (existing or {}).get("type", "")
+    if kind in ("float", "int") and isinstance(value, str):
+        raise click.BadParameter(f"{value!r} is not a number (the parameter is {kind})", param_hint="--set")
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return {**(existing or {}), "value": value, "type": kind or type(value).__name__}
+
+
+def clone_fields(source: dict[str, Any]) -> dict[str, Any]:
+    """What a clone copies: parameters, configuration, code and environment (not results)."""
+    fields = {key: source[key] for key in ("type", "tags", "hyperparams", "configuration") if source.get(key)}
+    for section, derived in DERIVED_FIELDS.items():
+        if source.get(section):
+            fields[section] = {k: v for k, v in source[section].items() if k not in derived}
+    return fields
+
+
+@tasks.command("clone")
+@click.argument("task_id")
+@click.option("--name", help="Name of the copy (default: '<source name> (clone)').")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION/NAME=VALUE",
+              help="Change a parameter of the copy (repeatable), e.g. Args/lr=0.01.")
+@click.option("--queue", help="Enqueue the copy on this queue.")
+@click.pass_context
+def clone_task(ctx: click.Context, task_id: str, name: str | None, assignments: tuple[str, ...],
+               queue: str | None) -> None:
+    """Copy a task (code, environment, parameters) as a new draft; optionally change parameters and enqueue."""
+    changes = [parse_assignment(a) for a in assignments]
+    with make_client(ctx) as client:
+        source = resolve_task(client, task_id)
+        fields = clone_fields(source)
+        params = {section: dict(values) for section, values in fields.get("hyperparams", {}).items()}
+        for section, key, value in changes:
+            params.setdefault(section, {})[key] = _typed(value, params.get(section, {}).get(key))
+        if params:
+            fields["hyperparams"] = params
+        copy = client.create_task(name=name or f"{source['name']} (clone)", project=source["project_name"],
+                                  parent=source["id"], comment=f"cloned from {source['id']}", **fields)
+        if queue:
+            client.enqueue(copy["id"], queue)
+    click.echo(copy["id"])
+    click.echo(f"cloned {source['id'][:8]} as {copy['id'][:8]}" + (f", queued on {queue}" if queue else ""), err=True)
+
+
+@tasks.command("enqueue")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--queue", "-q", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True, type=click.IntRange(-1000, 1000),
+              help="Higher runs first; equal priorities run in enqueue order.")
+@click.pass_context
+def enqueue_tasks(ctx: click.Context, task_ids: tuple[str, ...], queue: str, priority: int) -> None:
+    """Put draft (or finished) tasks on a queue."""
+    with make_client(ctx) as client:
+        for prefix in task_ids:
+            task = resolve_task(client, prefix)
+            client.enqueue(task["id"], queue, priority=priority)
+            click.echo(f"queued {task['id'][:8]} on {queue}")
+
+
+@tasks.command("abort")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.pass_context
+def abort_tasks(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
+    """Abort running or queued tasks; an agent stops a running job within seconds."""
+    from fleetdeck.errors import RequestRejected
+
+    with make_client(ctx) as client:
+        for prefix in task_ids:
+            task = resolve_task(client, prefix)
+            if task["status"] == "queued" and task.get("queue"):
+                client.request("DELETE", f"/queues/{task['queue']}/entries/{task['id']}")
+            elif task["status"] != "in_progress":
+                raise RequestRejected(f"task {task['id'][:8]} is {task['status']}, not running or queued", 409)
+            client.set_status(task["id"], "aborted", "aborted by the user")
+            click.echo(f"aborted {task['id'][:8]}")
+
+
+@tasks.command("requeue")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--queue", "-q", help="Queue (default: the queue the task last ran from, else 'default').")
+@click.option("--priority", default=0, show_default=True, type=click.IntRange(-1000, 1000))
+@click.pass_context
+def requeue_tasks(ctx: click.Context, task_ids: tuple[str, ...], queue: str | None, priority: int) -> None:
+    """Run finished, failed or aborted tasks again."""
+    with make_client(ctx) as client:
+        for prefix in task_ids:
+            task = resolve_task(client, prefix)
+            target = queue or task.get("queue") or "default"
+            client.enqueue(task["id"], target, priority=priority)
+            click.echo(f"requeued {task['id'][:8]} on {target}")
+
+
+@tasks.command("reset")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.pass_context
+def reset_tasks(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
+    """Turn tasks back into drafts (status created); a queued task leaves its queue."""
+    from fleetdeck.errors import RequestRejected
+
+    with make_client(ctx) as client:
+        for prefix in task_ids:
+            task = resolve_task(client, prefix)
+            if task["status"] == "in_progress":
+                raise RequestRejected(f"task {task['id'][:8]} is running; abort it before resetting it", 409)
+            if task["status"] == "queued" and task.get("queue"):
+                client.request("DELETE", f"/queues/{task['queue']}/entries/{task['id']}")
+            else:
+                client.set_status(task["id"], "created", "reset by the user")
+            click.echo(f"reset {task['id'][:8]}")

@@ -16,12 +16,13 @@ trap 'umount "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,openssh-server,ca-certificates \
   bookworm "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
   || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-# Pinned to the versions in the SDK's own requirements range; installed while building, never at test time.
-cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
+# The venv's packages are installed by the host's pip (same Python minor and glibc as bookworm),
+# which has the host's proxy CA, pip cache and wheelhouse; the image's python then owns the venv.
 chroot "$work/rootfs" python3 -m venv /opt/fleetdeck
-chroot "$work/rootfs" /opt/fleetdeck/bin/pip install --quiet --no-cache-dir \
+site=$(echo "$work"/rootfs/opt/fleetdeck/lib/python3*/site-packages)
+host_python=${PYTHON:-$(dirname "$0")/../../.venv/bin/python}
+"$host_python" -m pip install --quiet --disable-pip-version-check --target "$site" \
   "httpx>=0.27" "psutil>=5.9" "nvidia-ml-py>=12" "gitpython>=3.1"
-: >"$work/rootfs/etc/resolv.conf"
 rm -rf "$work/rootfs/var/cache/apt/archives"/*.deb "$work/rootfs/var/lib/apt/lists"/*
 tar -C "$work/rootfs" -c . | docker import \
   -c 'ENV PATH=/opt/fleetdeck/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
