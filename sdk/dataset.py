@@ -28,6 +28,7 @@ upload`` can run as separate commands, as with ``clearml-data``.
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import hashlib
 import io
@@ -159,7 +160,7 @@ class Dataset:
             description: free text.
             client: a client (default: the configured server).
         """
-        client = client or Client()
+        client = client or _default_client()
         parent_ids = [p.id if isinstance(p, Dataset) else p for p in parent_datasets or []]
         doc = client.post("/datasets", {"name": dataset_name, "project": dataset_project, "parents": parent_ids,
                                         "tags": list(dataset_tags or []), "description": description})
@@ -180,7 +181,7 @@ class Dataset:
         Raises:
             NotFound: no such version.
         """
-        client = client or Client()
+        client = client or _default_client()
         doc = cls._resolve(client, dataset_id, dataset_name, dataset_project, dataset_version)
         dataset = cls._load(client, doc)
         if dataset.is_final:
@@ -191,7 +192,7 @@ class Dataset:
     def list_datasets(cls, dataset_project: str | None = None, dataset_name: str | None = None,
                       tags: Sequence[str] | None = None, client: Client | None = None) -> list[dict[str, Any]]:
         """Version documents, newest first."""
-        client = client or Client()
+        client = client or _default_client()
         return client.get("/datasets", project=dataset_project, name=dataset_name, tag=list(tags or []) or None)[
             "items"]
 
@@ -477,6 +478,30 @@ def _current_task_id() -> str | None:
         # offline runs ("offline-...") and non-zero ranks ("") have no server task to link to
         return task_id if _TASK_ID.match(task_id) else None
     return os.environ.get("FLEETDECK_TASK_ID") or None
+
+
+_clients: dict[tuple[str, str | None], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _default_client() -> Client:
+    """One shared client per configured server, closed when the process exits."""
+    from fleetdeck.config import ClientSettings
+
+    settings = ClientSettings.load()
+    key = (settings.url, settings.token)
+    with _clients_lock:
+        if key not in _clients:
+            if not _clients:
+                atexit.register(_close_clients)
+            _clients[key] = Client(settings=settings)
+        return _clients[key]
+
+
+def _close_clients() -> None:
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
 
 
 def _fetch_manifest(client: Client, sha256: str) -> Manifest:

@@ -72,10 +72,18 @@ def _draft_id(given: str | None) -> str:
         raise click.UsageError("no current dataset draft: run 'fleetdeck data create' or pass --id") from None
 
 
+def _client(ctx: click.Context) -> Any:
+    """One client for the whole command, closed when the command ends."""
+    client = ctx.meta.get("fleetdeck.data.client")
+    if client is None:
+        client = ctx.meta["fleetdeck.data.client"] = ctx.with_resource(make_client(ctx))
+    return client
+
+
 def _open(ctx: click.Context, dataset_id: str) -> Any:
     from fleetdeck.dataset import Dataset
 
-    return Dataset.get(dataset_id=dataset_id, client=make_client(ctx))
+    return Dataset.get(dataset_id=dataset_id, client=_client(ctx))
 
 
 def resolve(client: Any, ref: str) -> dict[str, Any]:
@@ -102,7 +110,7 @@ def resolve(client: Any, ref: str) -> dict[str, Any]:
 def _dataset(ctx: click.Context, ref: str) -> Any:
     from fleetdeck.dataset import Dataset
 
-    client = make_client(ctx)
+    client = _client(ctx)
     return Dataset.get(dataset_id=resolve(client, ref)["id"], client=client)
 
 
@@ -128,7 +136,7 @@ def create(ctx: click.Context, project: str, name: str, parents: tuple[str, ...]
     """Create a draft version and make it the current one; prints its id."""
     from fleetdeck.dataset import Dataset
 
-    client = make_client(ctx)
+    client = _client(ctx)
     parent_ids = [resolve(client, p)["id"] for p in parents]
     draft = Dataset.create(name, project, parent_datasets=parent_ids, dataset_tags=tags,
                            description=description, client=client)
