@@ -61,8 +61,9 @@ class AgentLimits:
     gpu_idle_window_s: float = 600
     """A task holding GPU memory at near-zero utilisation for this long is flagged."""
     phase_timeouts: dict[str, float] = field(default_factory=lambda: {
-        "clone": 600.0, "install": 1800.0, "image_pull": 1800.0})
-    """Seconds a task may stay in each setup phase before it is flagged."""
+        "cloning": 600.0, "installing": 1800.0, "pulling": 1800.0, "starting": 300.0})
+    """Seconds a task may stay in each of the agent's setup phases before it is flagged (the
+    agent's own phase timeouts abort the task; these flag it for a person, with evidence)."""
     sample_interval_s: float = 2.0
     """How often the supervisor samples memory and checks for stuck tasks."""
 

@@ -92,7 +92,7 @@ def remote_root(conn: Connection) -> str:
 
 def supervisor_config(host: Host, server_url: str, venv: str, root: str) -> dict[str, Any]:
     """What the supervisor on the host runs; the token is read from its own file, never put here."""
-    argv = list(host.agent_command) or ["{venv}/bin/fleetdeck", "agent",
+    argv = list(host.agent_command) or ["{venv}/bin/python", "-m", "fleetdeck.app", "agent", "--name", host.name,
                                         *[arg for q in host.queues for arg in ("--queue", q)]]
     return {"host": host.name, "worker": host.name, "queues": list(host.queues), "server_url": server_url,
             "token_file": posixpath.join(root, "agent-token"), "venv": venv,

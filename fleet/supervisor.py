@@ -227,8 +227,8 @@ class Reporter(threading.Thread):
                     method, path, body = pending[0]
                     self.client.request(method, path, json=body, idempotent=True)
                     pending.pop(0)
-                self.last_worker = next((w for w in self.client.list_workers()
-                                         if w.get("id") == status.get("worker")), None) if status else self.last_worker
+                if status is not None:
+                    self.last_worker = _agent_worker(self.client.list_workers(), status)
             except FleetdeckError as exc:
                 self.errors += 1
                 if self.errors in (1, 10) or self.errors % 100 == 0:
@@ -239,6 +239,15 @@ class Reporter(threading.Thread):
             if self._stopping.is_set() and (not pending or self.errors):
                 self.client.close()
                 return
+
+
+def _agent_worker(workers: list[dict[str, Any]], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The agent's heartbeat: the worker with the agent's pid (an agent with GPU slots has one per
+    slot, named ``NAME:gpuN``; a busy one wins), else the one named like the host's worker."""
+    pid = status.get("agent_pid")
+    mine = [w for w in workers if pid is not None and (w.get("stats") or {}).get("pid") == pid]
+    mine = mine or [w for w in workers if w.get("id") == status.get("worker")]
+    return next((w for w in mine if w.get("task_id")), mine[0] if mine else None)
 
 
 class Supervisor:

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tui": ("fleetdeck.app.cli.tui", "tui", "Open the control centre (also: fleetdeck with no arguments)."),
     "serve": ("fleetdeck.app.cli.tui", "serve", "Serve the control centre to a browser on 127.0.0.1."),
     "sync": ("fleetdeck.app.cli.sync", "sync", "Upload runs left in the local spool (offline or server down)."),
+    "fleet": ("fleetdeck.app.cli.fleet", "fleet", "Provision, supervise and inspect agents on SSH hosts."),
+    "triage": ("fleetdeck.app.cli.triage", "triage", "Stuck or dead agents and tasks: why, evidence, fix."),
 }
 """name -> (module, attribute, one-line help); each feature registers its command group here."""
 

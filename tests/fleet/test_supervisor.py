@@ -212,10 +212,10 @@ def test_silent_task_is_flagged_with_evidence(supervise: Any, tmp_path: Path) ->
 
 
 def test_slow_phase_is_flagged_with_that_phase(supervise: Any, tmp_path: Path) -> None:
-    run = supervise([*_agent_script(tmp_path, SILENT_AGENT), "clone"], phase_timeouts={"clone": 1.5})
+    run = supervise([*_agent_script(tmp_path, SILENT_AGENT), "cloning"], phase_timeouts={"cloning": 1.5})
     found = wait_for(lambda: [f for f in run.findings() if f["cause"] == "phase_timeout"], timeout=20,
                      message="phase finding")[0]
-    assert found["phase"] == "clone" and "phase 'clone'" in found["summary"]
+    assert found["phase"] == "cloning" and "phase 'cloning'" in found["summary"]
     assert not [f for f in run.findings() if f["cause"] == "silent"]  # setup phases are judged by their timeout
 
 
