@@ -172,11 +172,13 @@ class Dataset:
     @classmethod
     def get(cls, dataset_id: str | None = None, dataset_name: str | None = None,
             dataset_project: str | None = None, dataset_version: int | str | None = None,
-            client: Client | None = None) -> Dataset:
+            client: Client | None = None, record_lineage: bool = True) -> Dataset:
         """A version by id, or the latest finalized version of (project, name), or a given version number.
 
         Inside a running task (``Task.current_task()`` or ``$FLEETDECK_TASK_ID``) a finalized
         version is recorded as the task's input, so the version shows which experiments used it.
+        Tools that only inspect versions (the TUI, ``fleetdeck data show``) pass
+        ``record_lineage=False``.
 
         Raises:
             NotFound: no such version.
@@ -184,7 +186,7 @@ class Dataset:
         client = client or _default_client()
         doc = cls._resolve(client, dataset_id, dataset_name, dataset_project, dataset_version)
         dataset = cls._load(client, doc)
-        if dataset.is_final:
+        if dataset.is_final and record_lineage:
             dataset._record_reader()
         return dataset
 

@@ -83,7 +83,7 @@ def _client(ctx: click.Context) -> Any:
 def _open(ctx: click.Context, dataset_id: str) -> Any:
     from fleetdeck.dataset import Dataset
 
-    return Dataset.get(dataset_id=dataset_id, client=_client(ctx))
+    return Dataset.get(dataset_id=dataset_id, client=_client(ctx), record_lineage=False)
 
 
 def resolve(client: Any, ref: str) -> dict[str, Any]:
@@ -104,14 +104,15 @@ def resolve(client: Any, ref: str) -> dict[str, Any]:
     if not slash or not project or not name:
         raise click.UsageError(f"{ref!r} is neither a dataset id nor PROJECT/NAME[@VERSION]")
     return Dataset.get(dataset_name=name, dataset_project=project, dataset_version=version or None,
-                       client=client).document
+                       client=client, record_lineage=False).document
 
 
-def _dataset(ctx: click.Context, ref: str) -> Any:
+def _dataset(ctx: click.Context, ref: str, *, reading: bool = False) -> Any:
+    """The version named by ``ref``; ``reading`` records it as the current task's input (``get``)."""
     from fleetdeck.dataset import Dataset
 
     client = _client(ctx)
-    return Dataset.get(dataset_id=resolve(client, ref)["id"], client=client)
+    return Dataset.get(dataset_id=resolve(client, ref)["id"], client=client, record_lineage=reading)
 
 
 def human(n: int) -> str:
@@ -289,8 +290,12 @@ def diff(ctx: click.Context, ref: str, other: str | None) -> None:
 @click.option("--overwrite", is_flag=True, help="With --copy: write into a folder that is not empty.")
 @click.pass_context
 def get(ctx: click.Context, ref: str, target: Path | None, overwrite: bool) -> None:
-    """Download a version (parents merged) and print the folder that holds it."""
-    dataset = _dataset(ctx, ref)
+    """Download a version (parents merged) and print the folder that holds it.
+
+    Run inside a task (``$FLEETDECK_TASK_ID`` set, as on an agent), the version is recorded as
+    the task's input.
+    """
+    dataset = _dataset(ctx, ref, reading=True)
     with progress_bars() as bars:
         if target is None:
             path = dataset.get_local_copy(progress=bars)
