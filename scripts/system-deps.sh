@@ -26,3 +26,6 @@ apt_install() {
 apt_install tmux git
 # fleet: real SSH test hosts (tests/fleet/sshd.py) and a tiny busybox image for images sync
 apt_install openssh-server busybox-static
+# agents: a real Docker engine (no default bridge) and debootstrap for the local Python job image
+apt_install docker.io debootstrap
+bash "$(dirname "$0")/start-dockerd.sh"
