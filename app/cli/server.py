@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="FLEETDECK_DATA_DIR",
               help="Where the embedded store keeps its data (default: $XDG_DATA_HOME/fleetdeck/server).")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="FLEETDECK_HOST",
@@ -21,7 +21,9 @@ import click
               envvar="FLEETDECK_MAX_BODY_MB", help="Largest request body accepted; bigger ones get 413.")
 def server(data_dir: Path | None, host: str, port: int, store_uri: str | None, log_level: str,
            max_body_mb: int) -> None:
-    """Run the tracking server (embedded store by default)."""
+    """Run the tracking server (embedded store by default); `server migrate` copies it into MongoDB."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return  # a sub-command (``fleetdeck server migrate``) runs instead of the server
     from fleetdeck.errors import FleetdeckError
     from fleetdeck.server_lite.runner import default_data_dir, serve
     from fleetdeck.server_lite.store.base import StoreError
@@ -33,3 +35,12 @@ def server(data_dir: Path | None, host: str, port: int, store_uri: str | None, l
         raise FleetdeckError(str(exc)) from None
     except OSError as exc:
         raise FleetdeckError(f"cannot start the server: {exc.strerror or exc}") from None
+
+
+def _add_subcommands() -> None:
+    from fleetdeck.app.cli.server_migrate import migrate
+
+    server.add_command(migrate)
+
+
+_add_subcommands()

@@ -335,6 +335,11 @@ class EmbeddedStore(Store):
             pool = coll.candidates(query) or coll.docs.values()
             return sum(1 for d in pool if pred(d))
 
+    def collections(self) -> list[str]:
+        """Names of the collections that hold documents (read by ``fleetdeck server migrate``)."""
+        with self._mutex:
+            return sorted(name for name, coll in self._collections.items() if coll.docs)
+
     # -- volatile --------------------------------------------------------------------------
 
     def put_volatile(self, namespace: str, key: str, value: Document, ttl_s: float) -> None:

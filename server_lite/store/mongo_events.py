@@ -8,7 +8,8 @@ Collections (in the store's database)::
     events.scalars  the points, bucketed: one document per series per batch (split at 50,000
                     points), 24-byte records <i8 iteration, f8 value, f8 time> in one binary field,
                     indexed by (task, metric, variant, ordinal, part)
-    events.console  one document per line, unique index (task, n)
+    events.console  one document per line, _id "<task>/<n>" (so a line number is taken once),
+                    indexed by (task, n)
     events.other    plots, images, tables, text: the event as posted (JSON bytes) and its kind
 
 Why buckets and not one document per point: a point costs 24 bytes in a bucket against about 90
@@ -53,7 +54,7 @@ BUCKET_POINTS = 50_000
 
 EVENT_INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SCALARS: [([("task", 1), ("metric", 1), ("variant", 1), ("ordinal", 1), ("part", 1)], {})],
-    CONSOLE: [([("task", 1), ("n", 1)], {"unique": True})],
+    CONSOLE: [([("task", 1), ("n", 1)], {})],
     OTHER: [([("task", 1), ("ordinal", 1), ("i", 1)], {}), ([("task", 1), ("kind", 1)], {})],
     SERIES: [([("task", 1), ("order", 1)], {})],
     BATCHES: [([("task", 1)], {})],

@@ -75,3 +75,36 @@ class AtomicMongomockClient:
 
 def atomic_mongomock_client() -> AtomicMongomockClient:
     return AtomicMongomockClient()
+
+
+def serve_in_thread(state: Any) -> Any:
+    """Run the real API app for ``state`` on a loopback port in this process (a context manager).
+
+    A server process cannot reach another process's mongomock, so tests that put a server on top
+    of mongomock run uvicorn in a thread of the test process; the traffic is still real HTTP.
+    """
+    import contextlib
+
+    import uvicorn
+
+    from fleetdeck.server_lite.app import create_app
+    from fleetdeck.server_lite.process import free_port
+    from fleetdeck.server_lite.runner import bind_socket
+    from tests.support import wait_for
+
+    @contextlib.contextmanager
+    def running() -> Any:
+        port = free_port()
+        sock = bind_socket("127.0.0.1", port)
+        server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"api-{port}", daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: server.started, timeout=15, message="in-process server to start")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(15)
+            sock.close()
+
+    return running()
