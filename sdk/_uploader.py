@@ -91,6 +91,8 @@ class Uploader:
                 return sent
             try:
                 self._apply(record)
+            except Retry:
+                raise
             except (ServerUnreachable, ServerError) as exc:
                 raise Retry(str(exc)) from None
             except AuthError:
@@ -193,7 +195,14 @@ class Uploader:
         status = self.client.post("/blobs/uploads", {"sha256": sha256, "size": size}, idempotent=True)
         if not status.get("complete") and int(status.get("offset", 0)) > 0:
             self.log(f"fleetdeck: resuming upload of {header['name']!r} at byte {status['offset']} of {size}")
-        self.client.upload_blob(path, sha256=sha256, size=size)
+        try:
+            self.client.upload_blob(path, sha256=sha256, size=size)
+        except RequestRejected as exc:
+            if exc.status_code != 409:
+                raise
+            # the server holds a different number of bytes than this attempt assumed (it died in
+            # the middle of a chunk): ask it again on the next attempt and resume from there
+            raise Retry(f"upload of {header['name']!r} out of step with the server: {exc}") from None
         self.client.add_artifact(self.task_id or "", name=header["name"], kind=header.get("artifact_kind", "artifact"),
                                  sha256=sha256, size=size, content_type=header.get("content_type", ""),
                                  metadata=header.get("metadata") or {})
