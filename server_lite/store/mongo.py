@@ -103,11 +103,15 @@ class MongoStore(Store):
         if client is None:
             client = _connect(uri, server_selection_timeout_s)
         self.client = client
-        with self.translate_errors("open"):
-            self.db = client[database] if database else client.get_default_database(default=DEFAULT_DATABASE)
-            if self._owns_client:
-                client.admin.command("ping")
-            self.ensure_indexes()
+        try:
+            with self.translate_errors("open"):
+                self.db = client[database] if database else client.get_default_database(default=DEFAULT_DATABASE)
+                if self._owns_client:
+                    client.admin.command("ping")
+                self.ensure_indexes()
+        except BaseException:
+            self.close()
+            raise
 
     # -- setup -----------------------------------------------------------------------------
 
