@@ -4,7 +4,11 @@ re-runs, private tokens, atomic venv switch, inventory on the server, hostile ho
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,3 +134,60 @@ def test_hostile_install_dir_is_refused_before_anything_runs() -> None:
     with pytest.raises(ConfigError, match="install_dir"):
         inventory.from_dict({"hosts": [{"name": "h", "address": "127.0.0.1", "user": "u",
                                         "install_dir": "fd $(touch /tmp/fd-pwned-dir)"}]})
+
+
+def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[SSHHost], client: Client,
+                                                                bundle: wheelhouse.Bundle) -> None:
+    """The real ``fleetdeck agent`` from the uploaded wheel, under the supervisor, on two hosts."""
+    hosts = ssh_hosts[2:4]
+    for host in hosts:
+        host.reset()
+    trust(hosts)
+    limits = {"silent_window_s": 3.0, "sample_interval_s": 0.5}
+    inv = inventory.from_dict({"hosts": [h.inventory_entry(queues=["fleet-test"], limits=limits) for h in hosts]})
+    results = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    assert [r.status for r in results] == ["changed", "changed"], [r.error for r in results]
+    wait_for(lambda: {w["id"] for w in client.list_workers()} >= {"host2", "host3"}, timeout=60,
+             message="both agents heartbeating")
+
+    # An agent runs one task at a time, so while the first task runs the other agent takes the second.
+    code = "import os, time\ntime.sleep(4)\nprint('done on', os.environ.get('USER'))\n"
+    ids = []
+    for i in range(2):
+        task = client.create_task(name=f"fleet{i}", project="fleet", script={"entry_point": "t.py", "code": code})
+        client.enqueue(task["id"], "fleet-test")
+        ids.append(task["id"])
+
+    def finished() -> list[dict[str, object]] | None:
+        tasks = [client.get_task(i) for i in ids]
+        return tasks if all(t["status"] in ("completed", "failed") for t in tasks) else None
+
+    done = wait_for(finished, timeout=120, message="both tasks finished")
+    assert [t["status"] for t in done] == ["completed", "completed"], [t.get("status_reason") for t in done]
+    assert {t["runtime"]["worker"] for t in done} == {"host2", "host3"}
+
+    # Kill the real agent on host2: the supervisor restarts it and the server hears why.
+    status = json.loads((hosts[0].home / ".fleetdeck" / "run" / "status.json").read_text())
+    os.kill(status["agent_pid"], signal.SIGKILL)
+    restart = wait_for(lambda: client.get("/fleet/hosts/host2/restarts")["items"], timeout=30, message="restart")[0]
+    assert restart["kind"] == "crash" and "killed by signal 9" in restart["reason"]
+    wait_for(lambda: json.loads((hosts[0].home / ".fleetdeck" / "run" / "status.json").read_text())["agent_pid"]
+             not in (None, status["agent_pid"]), message="agent running again")
+
+    # A task that sleeps silently on a real agent is flagged with evidence, and triage requeues it.
+    task = client.create_task(name="silent", project="fleet",
+                              script={"entry_point": "s.py", "code": "import time\ntime.sleep(120)\n"})
+    client.enqueue(task["id"], "fleet-test")
+    found = wait_for(lambda: [f for f in client.get("/fleet/findings")["items"]
+                              if f["cause"] == "silent" and f["task_id"] == task["id"]], timeout=60,
+                     message="silent finding")[0]
+    assert any("s.py" in p["cmdline"] for p in found["evidence"]["process_tree"])
+    assert found["evidence"]["log_tail"] and found["suggested_action"] == "abort-requeue"
+    cli = subprocess.run([sys.executable, "-m", "fleetdeck.app", "--server", client.url, "--token",
+                          client.settings.token or "", "triage", "act", found["id"][:10], "abort-requeue", "--yes"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "aborted and requeued on fleet-test" in cli.stdout
+    assert client.get(f"/fleet/findings/{found['id']}")["state"] == "resolved"
+    wait_for(lambda: client.get_task(task["id"])["status"] in ("queued", "in_progress"), message="requeued")
+    client.set_status(task["id"], "aborted", reason="test over", force=True)
