@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
-import pytest
 
 from fleetdeck.client import Client
 from fleetdeck.server_lite.process import ServerProcess
@@ -226,10 +225,9 @@ def test_agent_refuses_bad_options_in_one_line(server: ServerProcess, client: Cl
     assert result.returncode == 2 and "refused the token" in result.stderr
 
 
-@pytest.mark.parametrize("requirement", ["iniconfig==0.0.0.does-not-exist"])
 def test_uninstallable_requirement_fails_the_task_in_the_installing_phase(
-        client: Client, start_agent: AgentFactory, requirement: str) -> None:
-    task_id = _script_task(client, "needs", "print('never')\n", script_requirements=None) if False else None
+        client: Client, start_agent: AgentFactory) -> None:
+    requirement = "iniconfig==0.0.0.does-not-exist"
     task = client.create_task(name="needs", project="agents",
                               script={"entry_point": "needs.py", "code": "print('never')\n",
                                       "requirements": requirement + "\n"})
@@ -238,4 +236,15 @@ def test_uninstallable_requirement_fails_the_task_in_the_installing_phase(
     failed = _finished(client, task["id"], timeout=120)
     assert failed["status"] == "failed"
     assert failed["status_reason"].startswith("phase installing failed: pip install failed")
-    assert task_id is None
+    assert failed["runtime"]["agent"]["phase"] == "uploading"
+
+
+def test_running_phase_timeout_fails_the_task_and_names_the_phase(
+        client: Client, start_agent: AgentFactory) -> None:
+    task_id = _script_task(client, "sleepy", "import time\nprint('zzz', flush=True)\ntime.sleep(600)\n")
+    start_agent("a1", "--phase-timeout", "running=2")
+    failed = _finished(client, task_id)
+    assert failed["status"] == "failed"
+    assert failed["status_reason"] == "phase running timed out after 2s"
+    running = failed["runtime"]["agent"]["phases"]["running"]
+    assert 2 <= running["ended"] - running["started"] < 10
