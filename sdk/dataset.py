@@ -57,6 +57,10 @@ __all__ = ["Dataset", "HostilePath", "ManifestDiff", "UploadStats", "VerifyRepor
 
 log = logging.getLogger("fleetdeck.dataset")
 _MISSING_BATCH = 50_000
+_SMALL_BLOB_MAX = 1 << 20
+"""Files up to this size are uploaded many to a request (the server's ``/blobs/batch`` limit)."""
+_BATCH_BYTES = 8 << 20
+_BATCH_FILES = 2000
 _TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -303,7 +307,8 @@ class Dataset:
         """Upload the content the server lacks, then the manifest; safe to call again after a failure.
 
         Content is asked for in batches (``POST /blobs/missing``), so a file already stored by any
-        version of any dataset is not sent; each upload is chunked and resumes where it stopped.
+        version of any dataset is not sent. Small files (up to 1 MiB) travel many to a request
+        (``POST /blobs/batch``); larger ones are uploaded in chunks that resume where they stopped.
 
         Raises:
             DatasetError: a file changed or vanished since it was added.
@@ -324,14 +329,9 @@ class Dataset:
             with lock:
                 advance(n)
 
-        def send(sha: str) -> int:
+        def send_large(sha: str) -> int:
             source, size = wanted[sha]
-            try:
-                current = os.stat(source).st_size
-            except FileNotFoundError:
-                raise DatasetError(f"{source} was removed after it was added; add it again") from None
-            if current != size:
-                raise DatasetError(f"{source} changed since it was added ({size} -> {current} bytes); add it again")
+            _check_unchanged(source, size)
             try:
                 self._client.upload_blob(source, sha256=sha, size=size, progress=locked_advance)
             except RequestRejected as exc:
@@ -341,9 +341,32 @@ class Dataset:
                 raise
             return size
 
+        def send_small(batch: list[str]) -> int:
+            header, contents = [], []
+            for sha in batch:
+                source, size = wanted[sha]
+                _check_unchanged(source, size)
+                with open(source, "rb") as fh:
+                    data = fh.read()
+                if len(data) != size or hashlib.sha256(data).digest().hex() != sha:
+                    raise DatasetError(f"{source} changed since it was added (content hash differs); add it again")
+                header.append([sha, size])
+                contents.append(data)
+            head = json.dumps(header).encode()
+            body = b"".join([len(head).to_bytes(8, "big"), head, *contents])
+            self._client.request("POST", "/blobs/batch", content=body, idempotent=True,
+                                 headers={"Content-Type": "application/octet-stream"},
+                                 timeout=max(self._client.settings.timeout_s, 60.0))
+            sent = sum(wanted[sha][1] for sha in batch)
+            locked_advance(sent)
+            return sent
+
+        small = [sha for sha in missing if wanted[sha][1] <= _SMALL_BLOB_MAX]
+        large = [sha for sha in missing if wanted[sha][1] > _SMALL_BLOB_MAX]
         with ThreadPoolExecutor(max_workers=max_workers or min(8, default_workers()),
                                 thread_name_prefix="fd-put") as pool:
-            sent = sum(pool.map(send, missing))
+            sent = sum(pool.map(send_small, _batches(small, wanted)))
+            sent += sum(pool.map(send_large, large))
         blob = manifests.encode(self._manifest)
         sha = _sha256(blob)
         if self._missing([sha]):
@@ -508,6 +531,32 @@ def _close_clients() -> None:
 
 def _fetch_manifest(client: Client, sha256: str) -> Manifest:
     return manifests.decode(LocalCopies(client).blobs.read(sha256))
+
+
+def _check_unchanged(source: str, size: int) -> None:
+    try:
+        current = os.stat(source).st_size
+    except FileNotFoundError:
+        raise DatasetError(f"{source} was removed after it was added; add it again") from None
+    if current != size:
+        raise DatasetError(f"{source} changed since it was added ({size} -> {current} bytes); add it again")
+
+
+def _batches(shas: list[str], wanted: Mapping[str, tuple[str, int]]) -> list[list[str]]:
+    """Group small blobs into requests of at most ``_BATCH_BYTES`` bytes and ``_BATCH_FILES`` files."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for sha in shas:
+        blob_size = wanted[sha][1]
+        if current and (size + blob_size > _BATCH_BYTES or len(current) >= _BATCH_FILES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(sha)
+        size += blob_size
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _sha256(data: bytes) -> str:

@@ -23,13 +23,14 @@ V1_FILES = {
     "train/dog.bin": os.urandom(20_000),
     "labels.csv": b"cat,0\ndog,1\n",
     "readme.txt": b"first version\n",
+    "weights/big.bin": os.urandom(1_500_000),  # over 1 MiB: the chunked, resumable upload path
 }
 
 
 def _v1(client: Client, src: Path, name: str) -> Dataset:
     write_tree(src, V1_FILES)
     v1 = Dataset.create(name, "vision", dataset_tags=["raw"], client=client)
-    assert v1.add_files(src) == 4
+    assert v1.add_files(src) == len(V1_FILES)
     v1.finalize()
     return v1
 
@@ -46,7 +47,7 @@ def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
     (src / "readme.txt").unlink()                        # removed
     (src / "train/bird.bin").write_bytes(new_bird)       # added
     v2 = Dataset.create(name, "vision", parent_datasets=[v1.id], client=client)
-    assert v2.file_count == 4, "a new version starts with its parent's files"
+    assert v2.file_count == len(V1_FILES), "a new version starts with its parent's files"
     assert v2.add_files(src) == 2, "unchanged files must not count as changes"
     assert v2.remove_files("readme.txt") == 1
 
@@ -55,7 +56,7 @@ def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
     added_bytes = stored_blob_bytes(server) - before
     assert stats.files_uploaded == 2
     assert stats.bytes_uploaded == len(new_dog) + len(new_bird)
-    assert stats.bytes_skipped == len(V1_FILES["train/cat.bin"]) + len(V1_FILES["labels.csv"])
+    assert stats.bytes_skipped == sum(len(V1_FILES[p]) for p in ("train/cat.bin", "labels.csv", "weights/big.bin"))
     assert added_bytes == len(new_dog) + len(new_bird) + stats.manifest_bytes, \
         "the server must have received only the new content and the manifest"
     v2.finalize()
@@ -76,7 +77,7 @@ def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
         {"added": 1, "modified": 1, "removed": 1}
     doc = client.get(f"/datasets/{v2.id}")
     assert (doc["files"], doc["size"], doc["added"], doc["modified"], doc["removed"]) == \
-        (4, sum(map(len, expected.values())), 1, 1, 1), "the server computes the counts from the manifests"
+        (len(expected), sum(map(len, expected.values())), 1, 1, 1), "the server computes the counts from the manifests"
 
     # the parent is untouched and still reads back as it was
     assert read_tree(Dataset.get(dataset_id=v1.id, client=client).get_local_copy()) == V1_FILES
@@ -207,6 +208,6 @@ def test_a_training_script_with_task_init_records_its_input(client: Client, name
     run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     task_id, bins = run.stdout.split("TASK ")[1].split()
-    assert bins == "2"
+    assert bins == "3"
     readers = Dataset.get(dataset_id=v1.id, client=client).readers()
     assert [(r["task"], r["task_name"]) for r in readers] == [(task_id, f"uses-{name}")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,6 +29,29 @@ def test_missing_blobs_answers_for_many_at_once(client: Client) -> None:
     assert answer["missing"] == absent, "each missing blob once, in request order"
     with pytest.raises(RequestRejected, match="sha256"):
         client.post("/blobs/missing", {"sha256": ["../../etc/passwd"]})
+
+
+def _batch(pairs: list[tuple[str, bytes]]) -> bytes:
+    head = json.dumps([[sha, len(data)] for sha, data in pairs]).encode()
+    return len(head).to_bytes(8, "big") + head + b"".join(data for _, data in pairs)
+
+
+def test_small_blobs_travel_many_to_a_request_and_are_verified(client: Client, server: ServerProcess) -> None:
+    blobs = [os.urandom(100 + i) for i in range(50)]
+    pairs = [(hashlib.sha256(b).hexdigest(), b) for b in blobs]
+    headers = {"Content-Type": "application/octet-stream"}
+    assert client.request("POST", "/blobs/batch", content=_batch(pairs), headers=headers) == \
+        {"stored": 50, "present": 0}
+    assert client.request("POST", "/blobs/batch", content=_batch(pairs), headers=headers) == \
+        {"stored": 0, "present": 50}, "a retried batch is harmless"
+    assert client.post("/blobs/missing", {"sha256": [sha for sha, _ in pairs]})["missing"] == []
+    forged = [(hashlib.sha256(b"one").hexdigest(), b"one"), (hashlib.sha256(b"two").hexdigest(), b"tw0")]
+    with pytest.raises(RequestRejected, match="does not hash to its sha256; 1 blobs before it were stored"):
+        client.request("POST", "/blobs/batch", content=_batch(forged), headers=headers)
+    assert client.post("/blobs/missing", {"sha256": [forged[1][0]]})["missing"] == [forged[1][0]]
+    with pytest.raises(RequestRejected, match="add up to the body's length"):
+        client.request("POST", "/blobs/batch", content=_batch(pairs)[:-1], headers=headers)
+    assert not list((server.data_dir / "blobs" / "uploads").glob("*.batch")), "no temp file left behind"
 
 
 def test_concurrent_creates_get_distinct_consecutive_versions(client: Client, name: str) -> None:
