@@ -26,7 +26,7 @@ from fleetdeck.server_lite.routes import datasets
 from fleetdeck.server_lite.routes import fleet
 from fleetdeck.server_lite.routes import costs
 from fleetdeck.server_lite.state import ServerState
-from fleetdeck.server_lite.store.base import StoreError, StoreFull
+from fleetdeck.server_lite.store.base import BadDocument, StoreError, StoreFull
 
 log = logging.getLogger("fleetdeck.server")
 
@@ -42,10 +42,11 @@ def create_app(state: ServerState, extra_routers: list[Any] | None = None) -> Fa
         yield
 
     # The schema is served by an authenticated route below; the browser docs pages are off
-    # (they cannot send a bearer token, and they load their scripts from a CDN).
+    # (they cannot send a bearer token, and they load their scripts from a CDN). No slash redirects:
+    # a decoded ``%2F`` in an id would otherwise be answered with a redirect to a path it chose.
     app = FastAPI(title="fleetdeck server", version=__version__, lifespan=lifespan,
                   description="Experiment tracking, queues and fleet state for fleetdeck.",
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.fleetdeck = state
 
     @app.get("/health", tags=["server"])
@@ -63,6 +64,10 @@ def create_app(state: ServerState, extra_routers: list[Any] | None = None) -> Fa
     async def _full(request: Request, exc: StoreFull) -> JSONResponse:
         log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=507)
+
+    @app.exception_handler(BadDocument)
+    async def _bad_document(request: Request, exc: BadDocument) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:

@@ -33,7 +33,7 @@ import orjson
 
 from fleetdeck.server_lite.downsample import minmax_indices
 from fleetdeck.server_lite.names import check_id
-from fleetdeck.server_lite.store.base import StoreError, StoreFull
+from fleetdeck.server_lite.store.base import BadDocument, StoreError, StoreFull
 
 POINT = np.dtype([("iteration", "<i8"), ("value", "<f8"), ("time", "<f8")])
 MAX_LINE = 64 * 1024
@@ -100,6 +100,19 @@ class EventStore(abc.ABC):
     def read_series(self, task_id: str, metric: str, variant: str, max_points: int | None = None) -> dict[str, Any]:
         """Points of one series (``iterations``, ``values``, ``timestamps``), downsampled on request."""
 
+    def read_points(self, task_id: str, metric: str, variant: str) -> np.ndarray:
+        """All points of one series as a ``POINT`` array (empty when absent), for server-side analysis
+        (cost reports) that must not build Python lists of every value."""
+        try:
+            data = self.read_series(task_id, metric, variant)
+        except KeyError:
+            return np.empty(0, dtype=POINT)
+        points = np.empty(len(data["iterations"]), dtype=POINT)
+        points["iteration"] = data["iterations"]
+        points["value"] = np.array(data["values"], dtype=np.float64)
+        points["time"] = data["timestamps"]
+        return points
+
     @abc.abstractmethod
     def read_console(self, task_id: str, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Console lines ``[start, start+limit)`` (negative start counts from the end) and the total."""
@@ -147,6 +160,9 @@ class FileEventStore(EventStore):
 
     def read_series(self, task_id: str, metric: str, variant: str, max_points: int | None = None) -> dict[str, Any]:
         return self._task(task_id).read_series(metric, variant, max_points)
+
+    def read_points(self, task_id: str, metric: str, variant: str) -> np.ndarray:
+        return self._task(task_id).read_points(metric, variant)
 
     def read_console(self, task_id: str, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         return self._task(task_id).read_console(start, limit)
@@ -244,7 +260,10 @@ class _TaskEvents:
                     new_series.append((key, n))
                     writes["series.jsonl"] = writes.get("series.jsonl", b"") + orjson.dumps(
                         {"n": n, "m": key[0], "v": key[1]}) + b"\n"
-                points = _points_array(group)
+                try:
+                    points = _points_array(group)
+                except (OverflowError, ValueError) as exc:
+                    raise BadDocument(f"scalars {key[0]}/{key[1]}: {exc}") from None
                 staged.append((n, points))
                 writes[f"s{n}.bin"] = writes.get(f"s{n}.bin", b"") + points.tobytes()
             console = batch.get("console", ())
@@ -266,7 +285,10 @@ class _TaskEvents:
                 writes["console.idx"] = np.array(offsets, dtype="<u8").tobytes()
             others = batch.get("events", ())
             if others:
-                writes["events.jsonl"] = b"".join(orjson.dumps(e) + b"\n" for e in others)
+                try:
+                    writes["events.jsonl"] = b"".join(orjson.dumps(e) + b"\n" for e in others)
+                except orjson.JSONEncodeError as exc:
+                    raise BadDocument(f"an event cannot be stored: {exc}") from None
             if not writes:
                 return AppendResult(duplicate=False)
             lens = {name: self._size(name) for name in writes}
@@ -339,6 +361,12 @@ class _TaskEvents:
         return {"metric": metric, "variant": variant, "total": total, "downsampled": len(points) < total,
                 "iterations": points["iteration"].tolist(), "values": values,
                 "timestamps": points["time"].tolist()}
+
+    def read_points(self, metric: str, variant: str) -> np.ndarray:
+        with self.lock:
+            self._ensure_open()
+            n = self.series.get((metric, variant))
+            return self._points(n) if n is not None else np.empty(0, dtype=POINT)
 
     def read_console(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         with self.lock:

@@ -38,6 +38,13 @@ class DuplicateId(StoreError):
     """A document with this id already exists in the collection."""
 
 
+class BadDocument(StoreError):
+    """A document holds a value the store cannot represent (e.g. an integer beyond 64 bits).
+
+    The caller sent it, so the server answers 422; nothing was written.
+    """
+
+
 class Store(abc.ABC):
     """Documents by collection, plus volatile key/value state with a time to live.
 

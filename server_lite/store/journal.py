@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from fleetdeck.server_lite.store.base import StoreError, StoreFull
+from fleetdeck.server_lite.store.base import BadDocument, StoreError, StoreFull
 
 _HEADER = struct.Struct("<II")
 MAX_RECORD = 256 * 1024 * 1024
@@ -108,12 +108,16 @@ class JournalWriter:
         """Write and fsync records; on failure the file is cut back and nothing is acknowledged.
 
         Raises:
+            BadDocument: a record holds a value JSON cannot carry (nothing written).
             StoreFull: the disk is full.
             StoreError: any other I/O failure.
         """
         if self._broken:
             raise StoreError(self._broken)
-        blob = b"".join(encode(r) for r in records)
+        try:
+            blob = b"".join(encode(r) for r in records)
+        except orjson.JSONEncodeError as exc:
+            raise BadDocument(f"a value cannot be stored: {exc}") from None
         try:
             written = 0
             while written < len(blob):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
-from fleetdeck.server_lite.store.base import DataDirLocked, StoreFull
+from fleetdeck.server_lite.store.base import BadDocument, DataDirLocked, StoreFull
 from fleetdeck.server_lite.store.embedded import SNAPSHOT, EmbeddedStore
 from fleetdeck.server_lite.store.journal import CorruptJournal, iter_journal_files
 from tests.server_lite.conftest import fill
@@ -186,5 +186,16 @@ def test_full_disk_is_store_full_and_nothing_unacknowledged_survives(small_disk,
     store = EmbeddedStore(disk / "d")
     try:
         assert store.count("things") == len(acknowledged) + 1
+    finally:
+        store.close()
+
+
+def test_unrepresentable_value_is_bad_document_and_nothing_is_written(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "d")
+    try:
+        size = store.journal_bytes()
+        with pytest.raises(BadDocument, match="64-bit"):
+            store.insert("things", {"id": "big", "n": 2**70})
+        assert store.get("things", "big") is None and store.journal_bytes() == size
     finally:
         store.close()
