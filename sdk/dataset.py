@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetdeck import _dataset_manifest as manifests
-from fleetdeck._dataset_files import default_workers, hash_files, scan
+from fleetdeck._dataset_files import SourceFile, default_workers, hash_files, scan
 from fleetdeck._dataset_local import LocalCopies, VerifyReport
 from fleetdeck._dataset_manifest import FileEntry, HostilePath, Manifest, ManifestDiff
 from fleetdeck._dataset_progress import ProgressFactory, no_progress, text_progress
@@ -259,8 +259,20 @@ class Dataset:
         """
         self._check_draft("add files to")
         files = scan(path, wildcard=wildcard, recursive=recursive, dataset_path=dataset_path)
-        manifests.check_collisions([*(p for p in self._manifest if p not in {f.dataset_path for f in files}),
-                                    *(f.dataset_path for f in files)])
+        changed = self._add(files, progress, max_workers)
+        self._save_draft()
+        return changed
+
+    def _add(self, files: list[SourceFile], progress: ProgressFactory | None, max_workers: int | None,
+             dropping: Sequence[str] = ()) -> int:
+        """Hash ``files`` into the working manifest; collisions are checked first, so a refusal changes nothing.
+
+        Args:
+            dropping: paths about to be removed (a sync), which cannot collide with the new ones.
+        """
+        incoming = {f.dataset_path for f in files}
+        leaving = incoming.union(dropping)
+        manifests.check_collisions([*(p for p in self._manifest if p not in leaving), *incoming])
         sizes = [f.size for f in files]
         advance = (progress or no_progress)(f"hashing {len(files)} files", sum(sizes))
         hashes = hash_files([f.source for f in files], sizes=sizes, workers=max_workers, advance=advance)
@@ -271,8 +283,28 @@ class Dataset:
                 changed += 1
                 self._manifest[file.dataset_path] = entry
             self._sources[file.dataset_path] = file.source
-        self._save_draft()
         return changed
+
+    def sync_folder(self, local_path: str | os.PathLike[str], dataset_path: str | None = None,
+                    progress: ProgressFactory | None = None, max_workers: int | None = None) -> tuple[int, int]:
+        """Make the dataset folder ``dataset_path`` mirror ``local_path``: add and update what is on disk,
+        remove what is not.
+
+        Returns:
+            (files removed, files added or changed), as ClearML's ``sync_folder``.
+        """
+        self._check_draft("sync files into")
+        prefix = manifests.check_path(dataset_path.strip("/")) + "/" if dataset_path and dataset_path.strip("/") \
+            else ""
+        files = scan(local_path, dataset_path=dataset_path)
+        on_disk = {f.dataset_path for f in files}
+        gone = [p for p in self._manifest if p.startswith(prefix) and p not in on_disk]
+        changed = self._add(files, progress, max_workers, dropping=gone)
+        for path in gone:
+            del self._manifest[path]
+            self._sources.pop(path, None)
+        self._save_draft()
+        return len(gone), changed
 
     def remove_files(self, dataset_path: str, recursive: bool = True) -> int:
         """Remove files matching a path pattern (``*`` matches across folders) or under a folder.

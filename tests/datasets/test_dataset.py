@@ -211,3 +211,15 @@ def test_a_training_script_with_task_init_records_its_input(client: Client, name
     assert bins == "3"
     readers = Dataset.get(dataset_id=v1.id, client=client).readers()
     assert [(r["task"], r["task_name"]) for r in readers] == [(task_id, f"uses-{name}")]
+
+
+def test_sync_folder_mirrors_a_folder_including_a_rename_by_case(client: Client, name: str,
+                                                                 tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": b"a", "Readme.md": b"r", "sub/b.txt": b"b"})
+    draft = Dataset.create(name, "vision", client=client)
+    assert draft.sync_folder(src, dataset_path="data") == (0, 3)
+    (src / "sub/b.txt").unlink()
+    (src / "Readme.md").rename(src / "README.md")          # differs only by case from the old name
+    (src / "a.txt").write_bytes(b"A")
+    assert draft.sync_folder(src, dataset_path="data") == (2, 2)
+    assert draft.list_files() == ["data/README.md", "data/a.txt"]
