@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fleetdeck.server_lite.store.base import (
-    Document, DuplicateId, Query, Sort, Store, StoreError, StoreFull, Update,
+    BadDocument, Document, DuplicateId, Query, Sort, Store, StoreError, StoreFull, Update,
 )
 
 DEFAULT_DATABASE = "fleetdeck"
@@ -142,7 +142,7 @@ class MongoStore(Store):
             raise StoreError(f"MongoDB at {self.display_uri} is unreachable ({what}): "
                              f"{str(exc).split(',')[0]}") from None
         except (InvalidDocument, OverflowError) as exc:
-            raise StoreError(f"cannot store {what}: {exc}") from None
+            raise BadDocument(f"{what}: a value cannot be stored: {exc}") from None
         except PyMongoError as exc:
             raise StoreError(f"MongoDB error during {what}: {exc}") from None
 

@@ -41,6 +41,7 @@ import orjson
 from fleetdeck.server_lite.downsample import minmax_indices
 from fleetdeck.server_lite.events import MAX_LINE, POINT, AppendResult, EventStore, SeriesSummary
 from fleetdeck.server_lite.names import check_id
+from fleetdeck.server_lite.store.base import BadDocument
 from fleetdeck.server_lite.store.mongo import MongoStore
 
 TASKS = "events.tasks"
@@ -80,9 +81,12 @@ class MongoEventStore(EventStore):
 
     def append(self, task_id: str, batch: dict[str, Any]) -> AppendResult:
         check_id(task_id, "task id")
-        groups = _merge_groups(batch.get("scalars", ()))
+        try:  # everything that can refuse the input is done before anything is written
+            groups = _merge_groups(batch.get("scalars", ()))
+            others = [(event.get("kind"), orjson.dumps(event)) for event in batch.get("events", ())]
+        except (OverflowError, ValueError, orjson.JSONEncodeError) as exc:
+            raise BadDocument(f"events of task {task_id} cannot be stored: {exc}") from None
         console = list(batch.get("console", ()))
-        others = list(batch.get("events", ()))
         if not groups and not console and not others:
             return AppendResult(duplicate=False)
         batch_id = batch.get("batch_id") or os.urandom(16).hex()
@@ -109,8 +113,8 @@ class MongoEventStore(EventStore):
                 for i, entry in enumerate(console)])
             _insert_idempotent(self.db[OTHER], [
                 {"_id": f"{task_id}/{batch_id}/e{i}", "task": task_id, "ordinal": ordinal, "i": i,
-                 "kind": event.get("kind"), "raw": orjson.dumps(event)}
-                for i, event in enumerate(others)])
+                 "kind": kind, "raw": raw}
+                for i, (kind, raw) in enumerate(others)])
             touched = [self._absorb(task_id, batch_id, ordinal, index, metric, variant, points)
                        for index, (metric, variant, points) in enumerate(groups)]
             self.db[BATCHES].update_one({"_id": f"{task_id}/{batch_id}"}, {"$set": {"state": "done"}})

@@ -108,3 +108,11 @@ def test_invalid_uri_is_a_store_error() -> None:
 ])
 def test_redact_uri(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
+
+
+def test_a_value_bson_cannot_hold_is_a_bad_document(mongo: MongoStore) -> None:
+    from fleetdeck.server_lite.store.base import BadDocument
+
+    with pytest.raises(BadDocument):
+        mongo.insert("tasks", {"id": "t", "n": 2**70})
+    assert mongo.get("tasks", "t") is None

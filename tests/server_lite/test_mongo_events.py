@@ -175,3 +175,14 @@ def test_bad_task_id_is_refused(mongo_events_store: MongoEventStore) -> None:
 
     with pytest.raises(BadName):
         mongo_events_store.append("../etc", batches()[0])
+
+
+def test_a_value_mongodb_cannot_hold_is_refused_before_anything_is_written(
+        mongo_events_store: MongoEventStore) -> None:
+    from fleetdeck.server_lite.store.base import BadDocument
+
+    with pytest.raises(BadDocument):
+        mongo_events_store.append(TASK, {"batch_id": "too-big-1", "console": [{"line": "kept?"}], "scalars": [
+            {"metric": "m", "variant": "v", "iterations": [2**70], "values": [1.0]}]})
+    assert mongo_events_store.read_console(TASK, 0, 10) == ([], 0), "no line number was reserved"
+    assert mongo_events_store.db[mongo_events.BATCHES].count_documents({}) == 0
