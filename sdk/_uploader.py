@@ -165,7 +165,7 @@ class Uploader:
                 fields["script"] = {"requirements": "".join(f"{line}\n" for line in imported)}
         self._update(fields)
         if header.get("status"):
-            self._status(header["status"], redact.redact_text(header.get("reason", "")))
+            self._status(header["status"], redact.redact_text(header.get("reason", ""), self._known_secrets()))
         self.state["closed"] = True
         self._save()
 
@@ -213,8 +213,11 @@ class Uploader:
 
     def _apply_events(self, record: Record) -> None:
         header = record.header
-        console = [{"line": redact.redact_text(line), "stream": stream, "ts": ts}
-                   for line, stream, ts in header.get("console", [])]
+        open_blocks = self.state.setdefault("open_key_blocks", {})
+        before = dict(open_blocks)
+        console = redact.redact_console(header.get("console", []), self._known_secrets(), open_blocks)
+        if open_blocks != before:
+            self._save()
         events, files = self._events(header.get("events", []))
         requests = list(_split_scalars(header.get("scalars", []), record.payload))
         if not requests:
@@ -246,11 +249,17 @@ class Uploader:
                     files.append(path)
                 event["data"] = {"filename": path.name}
             if event.get("kind") == "text" and isinstance(data, dict):
-                event["data"] = {**data, "text": redact.redact_text(str(data.get("text", "")))}
+                event["data"] = {**data, "text": redact.redact_text(str(data.get("text", "")), self._known_secrets())}
             events.append(event)
         return events, files
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _known_secrets(self) -> list[str]:
+        """Secret values this run declared by name (parameters, env vars, argv), to mask anywhere."""
+        merged = self.state["merged"]
+        runtime = merged.get("runtime") or {}
+        return redact.known_secrets(merged.get("hyperparams"), runtime.get("env"), runtime.get("argv") or ())
 
     def _update(self, fields: dict[str, Any]) -> None:
         """PATCH the task with ``fields``; dict fields are merged with what earlier records set."""
@@ -264,7 +273,7 @@ class Uploader:
                 body[key] = merged[key]
             else:
                 body[key] = value
-        self.client.update_task(self.task_id or "", **_redacted(body))
+        self.client.update_task(self.task_id or "", **_redacted(body, self._known_secrets()))
         self._save()
 
     def _status(self, status: str, reason: str) -> None:
@@ -276,12 +285,12 @@ class Uploader:
             self.log(f"fleetdeck: status of task {self.task_id} not changed to {status}: {exc}")
 
 
-def _redacted(body: dict[str, Any]) -> dict[str, Any]:
+def _redacted(body: dict[str, Any], known: list[str]) -> dict[str, Any]:
     out = dict(body)
     if "hyperparams" in out:
         out["hyperparams"] = redact.redact_hyperparams(out["hyperparams"])
     if "configuration" in out:
-        out["configuration"] = {name: {**item, "value": redact.redact_text(str(item.get("value", "")))}
+        out["configuration"] = {name: {**item, "value": redact.redact_text(str(item.get("value", "")), known)}
                                 for name, item in out["configuration"].items()}
     if "runtime" in out:
         runtime = dict(out["runtime"])
@@ -294,7 +303,7 @@ def _redacted(body: dict[str, Any]) -> dict[str, Any]:
         script = dict(out["script"])
         for key in ("diff", "code", "repository"):
             if isinstance(script.get(key), str):
-                script[key] = redact.redact_text(script[key])
+                script[key] = redact.redact_text(script[key], known)
         out["script"] = script
     return out
 

@@ -9,7 +9,7 @@ reader can tell a secret was there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -31,6 +31,8 @@ _VALUE_PATTERNS = [
     re.compile(r"\bfd_[A-Za-z0-9_-]{16,}\b"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b"),
 ]
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
 _URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):([^@/\s]+)@")
 _ASSIGNMENT = re.compile(
     rf"(?P<key>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)(?P<sep>\"?'?\s*[=:]\s*|\s+)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;}}]+)",
@@ -42,10 +44,23 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET_NAME.search(name)
 
 
-def redact_text(text: str) -> str:
-    """Replace every secret-looking value in free text (a console line, a config file, a URL)."""
+MIN_KNOWN_SECRET = 5
+"""Known secret values shorter than this are not masked in free text (too many false hits)."""
+
+
+def redact_text(text: str, known: Iterable[str] = ()) -> str:
+    """Replace every secret-looking value in free text (a console line, a config file, a URL).
+
+    Args:
+        text: the text to clean.
+        known: values known to be secret (a ``--password`` argument, a ``*_TOKEN`` env var);
+            they are masked wherever they appear, as CI systems mask their secrets in logs.
+    """
     if not text:
         return text
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     for pattern in _VALUE_PATTERNS:
         text = pattern.sub(REDACTED, text)
     text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
@@ -102,3 +117,55 @@ def redact_hyperparams(sections: Mapping[str, Mapping[str, Mapping[str, Any]]]) 
     return {section: {name: {**param, "value": redact_value(name, param.get("value"))}
                       for name, param in params.items()}
             for section, params in sections.items()}
+
+
+def known_secrets(hyperparams: Mapping[str, Any] | None = None, env: Mapping[str, Any] | None = None,
+                  argv: Sequence[str] = ()) -> list[str]:
+    """Values that their names mark as secret, to be masked wherever else they show up.
+
+    Returns:
+        the distinct values, longest first (so a secret containing another is masked whole).
+    """
+    found: set[str] = set()
+    for params in (hyperparams or {}).values():
+        for name, item in (params or {}).items():
+            value = item.get("value") if isinstance(item, Mapping) else item
+            if is_secret_name(str(name)) and value not in (None, ""):
+                found.add(str(value))
+    for name, value in (env or {}).items():
+        if is_secret_name(str(name)) and value:
+            found.add(str(value))
+    for option, value in zip(argv, list(argv)[1:]):
+        if option.startswith("-") and "=" not in option and is_secret_name(option):
+            found.add(value)
+    for arg in argv:
+        option, eq, value = arg.partition("=")
+        if eq and option.startswith("-") and is_secret_name(option) and value:
+            found.add(value)
+    return sorted((v for v in found if len(v) >= MIN_KNOWN_SECRET and v != REDACTED), key=len, reverse=True)
+
+
+def redact_console(lines: Iterable[tuple[str, str, float]], known: Iterable[str],
+                   open_blocks: dict[str, bool]) -> list[dict[str, Any]]:
+    """Redact console lines; a private key printed over several lines is hidden whole.
+
+    Args:
+        lines: ``(line, stream, ts)`` in order.
+        known: secret values to mask (see :func:`known_secrets`).
+        open_blocks: per stream, whether a private key block is open; updated in place so the
+            state carries over from one batch to the next.
+    """
+    known = list(known)
+    out = []
+    for line, stream, ts in lines:
+        if open_blocks.get(stream):
+            if _PEM_END.search(line):
+                open_blocks[stream] = False
+            line = REDACTED
+        elif _PEM_BEGIN.search(line) and not _PEM_END.search(line):
+            open_blocks[stream] = True
+            line = redact_text(line, known)
+        else:
+            line = redact_text(line, known)
+        out.append({"line": line, "stream": stream, "ts": ts})
+    return out

@@ -98,12 +98,10 @@ class _Run:
         self.helper: subprocess.Popen[bytes] | None = None
         self.started = time.time()
         script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-        from fleetdeck.redact import redact_argv
-
         self.buffer.add_record({
             "kind": "create", "attach": attach_id,
             "fields": {"name": name, "project": project, "type": task_type, "tags": tags},
-            "runtime": {"argv": redact_argv(sys.argv), "pid": os.getpid(), "rank": _rank(),
+            "runtime": {"argv": list(sys.argv), "pid": os.getpid(), "rank": _rank(),
                         "run_key": self.run_key, "spool": str(self.folder)},
         })
         run_info = {"parent_pid": os.getpid(), "offline": offline, "deadline_s": self.deadline_s,
