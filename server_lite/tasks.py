@@ -10,6 +10,7 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -201,24 +202,64 @@ def build_sort(order_by: str) -> Sort:
     return [(field, direction), ("created", -1)]
 
 
-def encode_page(offset: int, fingerprint: str) -> str:
-    raw = orjson.dumps({"o": offset, "f": fingerprint})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+@dataclass(frozen=True)
+class PagePosition:
+    """Where the next page starts: after a ``created`` value (keyset) or at an offset."""
+
+    offset: int = 0
+    """Rows to skip (listings sorted by anything but ``created`` alone)."""
+    after_created: float | None = None
+    """For ``created``-sorted listings: the last row's ``created``. Creation times are unique and
+    increasing, so a page continues exactly after the last row even while tasks are added."""
 
 
-def decode_page(token: str, fingerprint: str) -> int:
+def next_position(sort: Sort, current: PagePosition, page: list[Document], page_size: int) -> PagePosition:
+    if is_created_sort(sort):
+        return PagePosition(after_created=page[-1]["created"])
+    return PagePosition(offset=current.offset + page_size)
+
+
+def is_created_sort(sort: Sort) -> bool:
+    return len(sort) == 1 and sort[0][0] == "created"
+
+
+def after_created_query(query: Query, sort: Sort, position: PagePosition) -> Query:
+    """``query`` narrowed to the rows after a keyset position."""
+    if position.after_created is None:
+        return query
+    op = "$lt" if sort[0][1] < 0 else "$gt"
+    bound = {op: position.after_created}
+    if "created" in query:  # a created range filter: both must hold
+        return {"$and": [dict(query), {"created": bound}]}
+    return {**query, "created": bound}
+
+
+def encode_page(position: PagePosition, fingerprint: str) -> str:
+    data: dict[str, Any] = {"f": fingerprint}
+    if position.after_created is not None:
+        data["c"] = position.after_created
+    else:
+        data["o"] = position.offset
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def decode_page(token: str, fingerprint: str) -> PagePosition:
+    """The position a page token names; refused if it belongs to another query or was not issued here."""
     try:
         padded = token + "=" * (-len(token) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        offset = int(data["o"])
         same = data["f"] == fingerprint
+        if "c" in data:
+            position = PagePosition(after_created=float(data["c"]))
+        else:
+            position = PagePosition(offset=int(data["o"]))
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         raise BadListQuery("page_token is not a token this server issued") from None
     if not same:
         raise BadListQuery("page_token belongs to a different query")
-    if offset < 0:
+    if position.offset < 0:
         raise BadListQuery("page_token is not a token this server issued")
-    return offset
+    return position
 
 
 def fingerprint(query: Query, sort: Sort) -> str:

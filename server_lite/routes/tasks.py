@@ -12,8 +12,9 @@ from fleetdeck.server_lite.schemas import StatusChange, TaskCreate, TaskFields
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import Document
 from fleetdeck.server_lite.tasks import (
-    LIST_FIELDS, TASK_DETAILS, TASKS, BadListQuery, TransitionError, build_query, build_sort, decode_page,
-    encode_page, fingerprint, merge_details, new_id, split_heavy, status_update, store_details,
+    LIST_FIELDS, TASK_DETAILS, TASKS, BadListQuery, PagePosition, TransitionError, after_created_query, build_query,
+    build_sort, decode_page, encode_page, fingerprint, merge_details, new_id, next_position, split_heavy,
+    status_update, store_details,
 )
 
 router = APIRouter(tags=["tasks"])
@@ -122,13 +123,15 @@ def list_tasks(
                             metric_op=metric_op, metric_value=metric_value, ids=id)
         sort = build_sort(order_by)
         key = fingerprint(query, sort)
-        offset = decode_page(page_token, key) if page_token else 0
+        position = decode_page(page_token, key) if page_token else PagePosition()
     except BadListQuery as exc:
         raise HTTPException(400, str(exc)) from None
-    items = state.store.find(TASKS, query, sort=sort, skip=offset, limit=page_size + 1, fields=LIST_FIELDS)
+    items = state.store.find(TASKS, after_created_query(query, sort, position), sort=sort, skip=position.offset,
+                             limit=page_size + 1, fields=LIST_FIELDS)
     more = len(items) > page_size
     items = items[:page_size]
-    return {"items": items, "next_page": encode_page(offset + page_size, key) if more else None}
+    next_page = encode_page(next_position(sort, position, items, page_size), key) if more else None
+    return {"items": items, "next_page": next_page}
 
 
 @router.get("/tasks-summary")
