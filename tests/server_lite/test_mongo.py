@@ -116,3 +116,38 @@ def test_a_value_bson_cannot_hold_is_a_bad_document(mongo: MongoStore) -> None:
     with pytest.raises(BadDocument):
         mongo.insert("tasks", {"id": "t", "n": 2**70})
     assert mongo.get("tasks", "t") is None
+
+
+@pytest.fixture
+def real_mongo(tmp_path: Path) -> Iterator[Store]:
+    """A real MongoDB (``FLEETDECK_TEST_MONGO_URI``); skipped where none is reachable, as here."""
+    with BACKENDS["mongodb"](tmp_path) as store:
+        yield store
+
+
+@pytest.mark.parametrize(("query", "sort"), [
+    ({"project": "p1"}, [("created", -1)]),
+    ({"project": "p1", "status": "failed"}, [("created", -1)]),
+    ({"status": {"$in": ["failed", "aborted"]}}, [("created", -1)]),
+    ({"user": "ada"}, [("created", -1)]),
+    ({"tags": {"$all": ["t1"]}}, [("created", -1)]),
+    ({}, [("created", -1)]),
+])
+def test_task_listing_uses_an_index_on_a_real_server(real_mongo: MongoStore, query: dict, sort: list) -> None:
+    """Only a real server has a query planner: the listing must scan an index, never sort in memory."""
+    from fleetdeck.server_lite.store.mongo import translate_sort
+
+    for i in range(300):
+        real_mongo.insert("tasks", {"id": f"t{i:04d}", "project": f"p{i % 5}", "status": ["failed", "completed"][i % 2],
+                                    "user": ["ada", "bob"][i % 2], "tags": [f"t{i % 3}"], "created": float(i)})
+    plan = real_mongo.db["tasks"].find(translate_query(query)).sort(translate_sort(sort)).limit(50).explain()
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "COLLSCAN" not in winning and "'SORT'" not in winning, winning
+
+
+def test_dequeue_order_is_served_by_an_index_on_a_real_server(real_mongo: MongoStore) -> None:
+    for i in range(100):
+        real_mongo.insert("queue_entries", {"id": f"e{i:03d}", "queue": "q", "priority": i % 3, "seq": i})
+    plan = real_mongo.db["queue_entries"].find({"queue": "q"}).sort([("priority", -1), ("seq", 1)]).limit(1).explain()
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "COLLSCAN" not in winning and "'SORT'" not in winning, winning
