@@ -43,6 +43,7 @@ class Columns:
         n = len(self.times)
         if not n:
             return None
+        self.auto = max(self.auto, self.iterations[n - 1] + 1)
         payload = self.iterations[:n].tobytes() + self.values[:n].tobytes() + self.times[:n].tobytes()
         del self.times[:n]
         del self.iterations[:n]

@@ -63,7 +63,13 @@ class Logger:
         """Values and steps of other types: convert them, or drop the point with a warning."""
         try:
             number = float(value)
-            step = cols.auto if iteration is None else int(iteration)
+            if iteration is None:
+                try:
+                    step = max(cols.auto, cols.iterations[-1] + 1)
+                except IndexError:  # nothing unsent (the flusher may empty the columns at any time)
+                    step = cols.auto
+            else:
+                step = int(iteration)
         except (TypeError, ValueError):
             _warn_once(f"fleetdeck: report_scalar({cols.metric!r}, {cols.variant!r}) got a value it cannot "
                        f"store ({type(value).__name__} / iteration {type(iteration).__name__}); point dropped")
