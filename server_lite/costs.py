@@ -13,6 +13,7 @@ running tasks are re-read on each report.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fleetdeck.server_lite.events import RESOURCE_TITLE, EventStore
-from fleetdeck.server_lite.pricing import PriceBook, WastePolicy
+from fleetdeck.server_lite.pricing import Price, PriceBook, WastePolicy
 from fleetdeck.server_lite.routes.fleet import HOSTS as FLEET_HOSTS
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.tasks import TASKS, new_id
@@ -38,6 +39,8 @@ from fleetdeck.server_lite.waste import (
 GROUPINGS = ("project", "user", "host", "queue", "task")
 GPU_WASTE = "gpu_waste"
 """Collection of recorded host-side waste episodes (orphaned GPU memory)."""
+TASK_WASTE = "task_waste"
+"""Collection of finished tasks' held-idle spans, computed once from their samples."""
 TASK_FIELDS = ("id", "name", "project_name", "user", "status", "queue", "started", "ended", "last_update",
                "runtime", "environment")
 UTIL_VARIANT = re.compile(r"^gpu\.(\d+)\.util$")
@@ -92,7 +95,12 @@ def _gpu_model(task: Mapping[str, Any]) -> tuple[str | None, float | None]:
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def split_by_day(start: float, end: float) -> Iterable[tuple[str, float]]:
@@ -108,65 +116,67 @@ def split_by_day(start: float, end: float) -> Iterable[tuple[str, float]]:
         cursor = piece_end
 
 
-# -- held-but-idle spans from the monitor's samples, cached for finished tasks ---------------
+# -- held-but-idle spans from the monitor's samples ------------------------------------------
+#
+# A finished task's spans never change (unless late samples arrive, which moves its last_update),
+# so they are computed once from its samples and stored in TASK_WASTE; a report then reads one
+# small document per task instead of every task's sample files. Running tasks are recomputed
+# whenever their last_update moved, and kept in memory only.
 
-class _WasteCache:
-    """Held-idle spans per task, valid while the task's ``last_update`` and the policy stay the same."""
+class _SpanCache:
+    """Held-idle spans per task in memory, valid while the task's summary key stays the same."""
 
     def __init__(self) -> None:
-        self.spans: dict[str, tuple[tuple[Any, ...], list[Span]]] = {}
+        self.spans: dict[str, tuple[list[Any], list[Span]]] = {}
         self.lock = threading.Lock()
 
+    def get(self, task_id: str, key: list[Any]) -> list[Span] | None:
+        with self.lock:
+            hit = self.spans.get(task_id)
+        return hit[1] if hit is not None and hit[0] == key else None
 
-_CACHES: weakref.WeakKeyDictionary[EventStore, _WasteCache] = weakref.WeakKeyDictionary()
+    def put(self, task_id: str, key: list[Any], spans: list[Span]) -> None:
+        with self.lock:
+            self.spans[task_id] = (key, spans)
+
+
+_CACHES: weakref.WeakKeyDictionary[EventStore, _SpanCache] = weakref.WeakKeyDictionary()
 _CACHES_LOCK = threading.Lock()
 
 
-def _cache_for(events: EventStore) -> _WasteCache:
+def _span_cache(events: EventStore) -> _SpanCache:
     with _CACHES_LOCK:
         cache = _CACHES.get(events)
         if cache is None:
-            cache = _CACHES[events] = _WasteCache()
+            cache = _CACHES[events] = _SpanCache()
         return cache
 
 
 def _series(events: EventStore, task_id: str, variant: str) -> tuple[np.ndarray, np.ndarray] | None:
-    try:
-        data = events.read_series(task_id, RESOURCE_TITLE, variant)
-    except KeyError:
+    points = events.read_points(task_id, RESOURCE_TITLE, variant)
+    if not len(points):
         return None
-    values = np.array([np.nan if v is None else v for v in data["values"]], dtype=np.float64)
-    return np.asarray(data["timestamps"], dtype=np.float64), values
+    return points["time"], points["value"]
 
 
-def task_held_idle(events: EventStore, task: Mapping[str, Any], policy: WastePolicy) -> list[Span]:
-    """Held-but-idle spans of one task from its ``:monitor:/gpu.{i}.util`` samples (all GPUs)."""
+def _summary_key(task: Mapping[str, Any], policy: WastePolicy) -> list[Any]:
+    """What a stored summary depends on (JSON-safe, so it compares equal after a round trip)."""
+    return [task.get("last_update"), task.get("ended"), policy.util_threshold_percent, policy.window_s]
+
+
+def compute_held_idle(events: EventStore, task: Mapping[str, Any], policy: WastePolicy) -> list[Span]:
+    """Held-but-idle spans of one task from its ``:monitor:/gpu.{i}.util`` samples (all its GPUs)."""
     task_id = task["id"]
-    key = (task.get("last_update"), task.get("ended"), policy)
-    cache = _cache_for(events)
-    with cache.lock:
-        hit = cache.spans.get(task_id)
-    if hit is not None and hit[0] == key and task.get("ended") is not None:
-        return hit[1]
     spans: list[Span] = []
-    try:
-        listing = events.list_series(task_id)
-    except OSError:
-        listing = []
     cpu: tuple[np.ndarray, np.ndarray] | None = None
     cpu_read = False
-    for summary in listing:
-        if summary.metric != RESOURCE_TITLE:
-            continue
-        match = UTIL_VARIANT.match(summary.variant)
+    for summary in events.list_series(task_id):
+        match = UTIL_VARIANT.match(summary.variant) if summary.metric == RESOURCE_TITLE else None
         if match is None:
             continue
         gpu = int(match.group(1))
         util = _series(events, task_id, summary.variant)
-        if util is None:
-            continue
-        below = np.nan_to_num(util[1], nan=np.inf) < policy.util_threshold_percent
-        if not below.any():
+        if util is None or not (np.nan_to_num(util[1], nan=np.inf) < policy.util_threshold_percent).any():
             continue
         if not cpu_read:
             cpu, cpu_read = _series(events, task_id, "cpu.percent"), True
@@ -174,9 +184,29 @@ def task_held_idle(events: EventStore, task: Mapping[str, Any], policy: WastePol
         found = held_idle_spans(util[0], util[1], policy, gpu=gpu, cpu=cpu, mem_used_mib=mem)
         spans.extend(Span(s.kind, s.start, s.end, s.gpu_hours, gpu=s.gpu, mean_util=s.mean_util,
                           reason=s.reason, task_id=task_id) for s in found)
-    with cache.lock:
-        cache.spans[task_id] = (key, spans)
     return spans
+
+
+def held_idle_by_task(state: ServerState, tasks: list[Mapping[str, Any]], policy: WastePolicy) -> dict[str, list[Span]]:
+    """Held-idle spans of each task: from memory, else a finished task's stored summary, else its samples."""
+    cache = _span_cache(state.events)
+    out: dict[str, list[Span]] = {}
+    for task in tasks:
+        task_id = task["id"]
+        key = _summary_key(task, policy)
+        spans = cache.get(task_id, key)
+        if spans is None and task.get("ended") is not None:
+            doc = state.store.get(TASK_WASTE, task_id)
+            if doc is not None and doc.get("key") == key:
+                spans = [Span(**span) for span in doc["spans"]]
+            else:
+                spans = compute_held_idle(state.events, task, policy)
+                state.store.upsert(TASK_WASTE, {"id": task_id, "key": key, "spans": [s.as_dict() for s in spans]})
+        elif spans is None:
+            spans = compute_held_idle(state.events, task, policy)
+        cache.put(task_id, key, spans)
+        out[task_id] = spans
+    return out
 
 
 # -- inventory and recorded episodes ---------------------------------------------------------
@@ -273,6 +303,7 @@ def task_costs(state: ServerState, book: PriceBook, since: float, until: float,
     hosts = hosts or {}
     query = {"started": {"$lt": until}, "$or": [{"ended": None}, {"ended": {"$gt": since}}]}
     out = []
+    prices: dict[tuple[Any, ...], Price] = {}
     for task in state.store.find(TASKS, query, fields=TASK_FIELDS):
         start = max(float(task["started"]), since)
         end = min(float(task.get("ended") or now), until)
@@ -283,18 +314,21 @@ def task_costs(state: ServerState, book: PriceBook, since: float, until: float,
         runtime = task.get("runtime") or {}
         host_name = str(runtime.get("host") or (task.get("environment") or {}).get("host") or "")
         inventory = hosts.get(host_name)
-        price = book.price(host=host_name or None, queue=task.get("queue"),
-                           gpu_name=gpu_name or (inventory.gpu_model if inventory else None),
-                           memory_total_mib=memory,
-                           inventory_price=inventory.price_per_gpu_hour if inventory else None,
-                           inventory_host_hour=inventory.price_per_hour if inventory else None)
+        price_key = (host_name, task.get("queue"), gpu_name, memory)
+        price = prices.get(price_key)
+        if price is None:
+            price = prices[price_key] = book.price(
+                host=host_name or None, queue=task.get("queue"),
+                gpu_name=gpu_name or (inventory.gpu_model if inventory else None), memory_total_mib=memory,
+                inventory_price=inventory.price_per_gpu_hour if inventory else None,
+                inventory_host_hour=inventory.price_per_hour if inventory else None)
         hours = (end - start) / 3600.0
         gpu_hours = len(indices) * hours
         cost = gpu_hours * price.per_gpu_hour if indices else hours * price.per_host_hour
-        entry = TaskCost(task, start, end, len(indices), price.per_gpu_hour, price.source, gpu_hours, cost)
-        if indices:
-            entry.waste = task_held_idle(state.events, task, book.waste)
-        out.append(entry)
+        out.append(TaskCost(task, start, end, len(indices), price.per_gpu_hour, price.source, gpu_hours, cost))
+    spans = held_idle_by_task(state, [entry.task for entry in out if entry.gpus], book.waste)
+    for entry in out:
+        entry.waste = spans.get(entry.task["id"], [])
     return out
 
 
@@ -418,8 +452,10 @@ def _idle_capacity(book: PriceBook, hosts: Mapping[str, FleetHost], costs: list[
 def running_flags(state: ServerState, book: PriceBook) -> list[dict[str, Any]]:
     """Running tasks whose GPU is held but idle right now: their newest sample ends a held-idle span."""
     flags = []
-    for task in state.store.find(TASKS, {"status": "in_progress"}, fields=TASK_FIELDS):
-        spans = task_held_idle(state.events, task, book.waste)
+    running = state.store.find(TASKS, {"status": "in_progress"}, fields=TASK_FIELDS)
+    by_task = held_idle_by_task(state, running, book.waste)
+    for task in running:
+        spans = by_task.get(task["id"])
         if not spans:
             continue
         latest = max(spans, key=lambda s: s.end)

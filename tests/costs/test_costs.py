@@ -194,10 +194,22 @@ def test_a_running_task_is_flagged_only_while_it_idles(fleet: ServerState, book:
     assert flag["reason"].startswith("GPU 2 2% for 30 min")
 
 
-def test_the_same_report_twice_reads_finished_tasks_once(fleet: ServerState, book: PriceBook) -> None:
-    first = cost_report(fleet, book, by="user", since=T0, now=NOW)
-    second = cost_report(fleet, book, by="user", since=T0, now=NOW)
-    assert first["rows"] == second["rows"]
+def test_finished_tasks_are_summarised_once_and_again_after_late_samples(fleet: ServerState, book: PriceBook) -> None:
+    """The first report stores each finished task's waste; later reports read that, not the samples,
+    until new samples move the task's last_update."""
+    _task(fleet, "f", project_name="vision", user="ana", started=T0 + 2 * H, ended=T0 + 3 * H,
+          runtime={"host": "gpu-1", "gpus": [3]}, environment={"gpus": [{**H100, "index": 3}]})
+    times = np.arange(T0 + 2 * H + 10, T0 + 3 * H + 1, 10.0)
+    _samples(fleet, "f", "gpu.3.util", times, np.full(len(times), 1.0))
+    first = _rows(cost_report(fleet, book, by="task", since=T0, now=NOW))["f" * 32]
+    assert first["waste"]["held_idle"]["gpu_hours"] == pytest.approx(0.99)
+    fleet.events.delete_task("f" * 32)  # the samples are gone: only the stored summary can answer
+    again = _rows(cost_report(fleet, book, by="task", since=T0, now=NOW))["f" * 32]
+    assert again["waste"] == first["waste"]
+    _samples(fleet, "f", "gpu.3.util", times, np.full(len(times), 90.0))  # re-sent, now busy
+    fleet.store.update(TASKS, "f" * 32, {"$set": {"last_update": T0 + 4 * H}})
+    late = _rows(cost_report(fleet, book, by="task", since=T0, now=NOW))["f" * 32]
+    assert late["waste"]["held_idle"]["gpu_hours"] == 0
 
 
 def test_bad_grouping_and_empty_period_are_refused(fleet: ServerState, book: PriceBook) -> None:
