@@ -294,13 +294,18 @@ def status(ctx: click.Context, names: tuple[str, ...], watch: float | None) -> N
                     if h.reachable else f"unreachable x{h.consecutive_failures}"
                 rows.append((h.host, Text(state, style="green" if state == "running" else "red"),
                              sup.get("agent_pid") or "-", sup.get("rss_mb", "-"), sup.get("restarts", "-"),
-                             sup.get("pending_restart") or h.error or ""))
+                             sup.get("pending_restart") or ""))
             console.print(table(["HOST", "STATE", "AGENT PID", "RSS MB", "RESTARTS", "NOTE"], rows))
+            for h in results:
+                if h.error:
+                    click.echo(f"{h.host}: {h.error}", err=True)
             if not watch:
                 break
             time.sleep(watch)
     if client is not None:
         client.close()
+    if any(not h.reachable for h in results):
+        sys.exit(1)
 
 
 @fleet.command("logs")
