@@ -95,6 +95,12 @@ class TaskCreate(TaskFields):
     project: Name
 
 
+class TaskBulkCreate(Strict):
+    """Many tasks in one request and one durable write (imports, migrations, benchmarks)."""
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=1000)
+
+
 class StatusChange(Strict):
     status: TaskStatus
     reason: ShortText = ""

@@ -113,6 +113,15 @@ def merge_details(task: Document, details: Document | None) -> Document:
     return merged
 
 
+def detail_fields(heavy: dict[str, Any]) -> dict[str, Any]:
+    """Heavy fields (``{"script.diff": ...}``) as the nested sections of a ``task_details`` document."""
+    out: dict[str, Any] = {}
+    for path, value in heavy.items():
+        section, key = path.split(".", 1)
+        out.setdefault(section, {})[key] = value
+    return out
+
+
 def store_details(state: ServerState, task_id: str, heavy: dict[str, Any]) -> None:
     if not heavy:
         return

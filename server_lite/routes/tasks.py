@@ -8,12 +8,13 @@ from fastapi import APIRouter, HTTPException, Query
 
 from fleetdeck.server_lite.deps import Principal, State, UserOrAdmin
 from fleetdeck.server_lite.routes.projects import PROJECTS, ensure_project, project_id_for
-from fleetdeck.server_lite.schemas import StatusChange, TaskCreate, TaskFields
+from fleetdeck.server_lite.schemas import StatusChange, TaskBulkCreate, TaskCreate, TaskFields
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import Document
 from fleetdeck.server_lite.tasks import (
     LIST_FIELDS, TASK_DETAILS, TASKS, BadListQuery, PagePosition, TransitionError, after_created_query, build_query,
-    build_sort, decode_page, encode_page, fingerprint, merge_details, new_id, next_position, split_heavy,
+    build_sort, decode_page, detail_fields, encode_page, fingerprint, merge_details, new_id, next_position,
+    split_heavy,
     status_update, store_details,
 )
 
@@ -38,18 +39,35 @@ def _fields_to_doc(state: ServerState, fields: TaskFields) -> dict[str, Any]:
     return data
 
 
-@router.post("/tasks", status_code=201)
-def create_task(body: TaskCreate, state: State, principal: Principal) -> Document:
-    data = _fields_to_doc(state, body)
-    light, heavy = split_heavy(data)
+def _new_task(state: ServerState, body: TaskCreate, principal: dict[str, Any]) -> tuple[Document, dict[str, Any]]:
+    """A new task document and its heavy fields (stored apart in ``task_details``)."""
+    light, heavy = split_heavy(_fields_to_doc(state, body))
     now = state.clock.now()
     task = {"type": "training", "tags": [], "user": principal["name"], "comment": "", "parent": None,
             "hyperparams": {}, "configuration": {}, "runtime": {}, "metrics": {}, "attempt": 0,
             **light, "id": new_id(), "status": "created", "status_reason": "", "created": now,
             "started": None, "ended": None, "last_update": now}
-    store_details(state, task["id"], heavy)
+    return task, heavy
+
+
+@router.post("/tasks", status_code=201)
+def create_task(body: TaskCreate, state: State, principal: Principal) -> Document:
+    task, heavy = _new_task(state, body, principal)
+    if heavy:
+        state.store.insert(TASK_DETAILS, {"id": task["id"], **detail_fields(heavy)})
     state.store.insert(TASKS, task)
     return merge_details(task, state.store.get(TASK_DETAILS, task["id"]))
+
+
+@router.post("/tasks/bulk", status_code=201)
+def create_tasks(body: TaskBulkCreate, state: State, principal: Principal) -> dict[str, Any]:
+    """Create up to 1000 tasks in one durable write; returns their ids in request order."""
+    made = [_new_task(state, one, principal) for one in body.tasks]
+    details = [{"id": task["id"], **detail_fields(heavy)} for task, heavy in made if heavy]
+    if details:
+        state.store.insert_many(TASK_DETAILS, details)
+    state.store.insert_many(TASKS, [task for task, _ in made])
+    return {"ids": [task["id"] for task, _ in made]}
 
 
 @router.get("/tasks/{task_id}")

@@ -59,6 +59,15 @@ class Store(abc.ABC):
     def insert(self, collection: str, doc: Document) -> Document:
         """Insert a document with a new ``id``; raises DuplicateId if it exists."""
 
+    def insert_many(self, collection: str, docs: list[Document]) -> list[Document]:
+        """Insert several documents; backends override this to make it one durable write.
+
+        Raises:
+            DuplicateId: a document's id exists (backends that override this check every id
+                before writing anything).
+        """
+        return [self.insert(collection, doc) for doc in docs]
+
     @abc.abstractmethod
     def get(self, collection: str, doc_id: str) -> Document | None:
         """The document with this id, or None."""

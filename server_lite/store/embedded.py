@@ -261,6 +261,21 @@ class EmbeddedStore(Store):
             self._commit([{"o": "p", "c": collection, "d": doc}])
             return doc
 
+    def insert_many(self, collection: str, docs: list[Document]) -> list[Document]:
+        """All or nothing, in one journal append (one fsync for the lot)."""
+        if any(not isinstance(doc.get("id"), str) or not doc["id"] for doc in docs):
+            raise StoreError("a document needs a non-empty string id")
+        with self._mutex:
+            existing = self._coll(collection).docs
+            seen: set[str] = set()
+            for doc in docs:
+                if doc["id"] in existing or doc["id"] in seen:
+                    raise DuplicateId(f"{collection}/{doc['id']} exists")
+                seen.add(doc["id"])
+            if docs:
+                self._commit([{"o": "p", "c": collection, "d": doc} for doc in docs])
+            return docs
+
     def update(self, collection: str, doc_id: str, update: Update, *, where: Query | None = None) -> Document | None:
         with self._mutex:
             doc = self._coll(collection).docs.get(doc_id)

@@ -237,3 +237,12 @@ def test_volatile_values_expire(store: Store) -> None:
     store.delete_volatile("workers", "w2")
     store.delete_volatile("workers", "never-there")
     assert store.list_volatile("workers") == {}
+
+
+def test_insert_many(store: Store) -> None:
+    docs = [{"id": f"m{i}", "n": i} for i in range(50)]
+    assert store.insert_many("things", docs) == docs
+    assert store.count("things") == 50 and store.get("things", "m7") == {"id": "m7", "n": 7}
+    with pytest.raises(DuplicateId):
+        store.insert_many("things", [{"id": "m3", "n": 0}])
+    assert store.get("things", "m3") == {"id": "m3", "n": 3}

@@ -169,3 +169,16 @@ def test_listing_leaves_heavy_fields_out(client: Client) -> None:
     assert row["id"] == task["id"] and "hyperparams" not in row and "script" not in row
     full = client.get_task(task["id"])
     assert len(full["script"]["diff"]) == 50_000 and len(full["environment"]["packages"]) == 500
+
+
+def test_bulk_create_is_validated_and_all_or_nothing(server: ServerProcess, client: Client) -> None:
+    made = client.post("/tasks/bulk", {"tasks": [
+        {"name": f"b{i}", "project": "bulk", "tags": ["x"], "script": {"diff": f"diff {i}"}} for i in range(300)]})
+    assert len(made["ids"]) == 300
+    assert listed(client, project="bulk", order_by="created") == made["ids"]
+    assert client.get_task(made["ids"][7])["script"]["diff"] == "diff 7"
+    with pytest.raises(RequestRejected, match=r"422.*tasks\.1\.name"):
+        client.post("/tasks/bulk", {"tasks": [{"name": "ok", "project": "bulk"}, {"name": "", "project": "bulk"}]})
+    with pytest.raises(RequestRejected, match="422"):
+        client.post("/tasks/bulk", {"tasks": [{"name": "x", "project": "bulk"}] * 1001})
+    assert len(listed(client, project="bulk")) == 300, "a refused bulk request stores nothing"
