@@ -2,9 +2,9 @@
 
 The traces are real: one NVIDIA H200 sampled every 0.5 s through nvidia-ml-py while it idled, ran
 bf16 matmuls (98 %), ran an input-bound loop (1 % in run 1, 27 % in run 2), held 20 GiB with no
-kernels, then released it. ``monitor_windows`` turns the 0.5 s readings into the monitor's
-documented variants (``gpu.0.util``, ``gpu.0.mem_used_mib``, ...) averaged over 10 s windows,
-which is what the task's ``:monitor:`` series hold and what the waste detector reads.
+kernels, then released it. ``monitor_windows`` passes the 0.5 s readings through the SDK
+monitor's own code path (``gpu_sample``, then its window aggregator) into ``gpu.0.*`` averages over
+10 s windows, which is what a task's ``:monitor:`` series hold and what the waste detector reads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fleetdeck.monitor import _Average, gpu_sample
 from fleetdeck.server_lite.waste import GpuObservation
 
 TRACES = Path(os.environ.get("FLEETDECK_GPU_TRACES", "/work/shared/data/gpu-traces"))
@@ -47,39 +48,40 @@ def load(run: int) -> Trace:
     return Trace(json.loads(lines[0])["device"], [json.loads(line) for line in lines[1:]])
 
 
-def nvml_sample(reading: dict[str, Any], gpu: int = 0) -> dict[str, float]:
-    """One trace reading as the monitor's sample dict (documented variant names)."""
-    return {f"gpu.{gpu}.util": float(reading["gpu_util"]), f"gpu.{gpu}.mem_used_mib": float(reading["mem_used_mib"]),
-            f"gpu.{gpu}.mem_total_mib": float(reading["mem_total_mib"]), f"gpu.{gpu}.power_w": float(reading["power_w"]),
-            f"gpu.{gpu}.temp_c": float(reading["temp_c"])}
-
-
 def monitor_windows(readings: list[dict[str, Any]], start: float, end: float,
                     window_s: float = WINDOW_S) -> dict[str, tuple[list[float], list[float]]]:
-    """10 s averages of the readings in ``[start, end]``, as the monitor reports them.
+    """The monitor's 10 s averages of the readings in ``[start, end]``.
 
+    Each reading goes through the SDK monitor's own code: :func:`fleetdeck.monitor.gpu_sample`
+    turns it into the ``gpu.0.*`` variants and the monitor's window aggregator averages them.
     Windows start at ``start`` (the monitor starts with the task); each point is stamped with the
     end of its window (or the last reading, for the final partial window).
 
     Returns:
         variant -> (timestamps, values)
     """
-    buckets: dict[int, list[dict[str, float]]] = defaultdict(list)
-    last_t: dict[int, float] = {}
+    series: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    window = _Average()
+    edge = start + window_s
+    last_t = start
+
+    def flush(stamp: float) -> None:
+        for variant, value in window.take().items():
+            series[variant][0].append(stamp)
+            series[variant][1].append(value)
+
     for reading in readings:
         t = reading["t"]
         if t < start or t > end:
             continue
-        n = int((t - start) // window_s)
-        buckets[n].append(nvml_sample(reading))
-        last_t[n] = t
-    series: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    for n in sorted(buckets):
-        stamp = min(start + (n + 1) * window_s, last_t[n])
-        for variant in buckets[n][0]:
-            values = [s[variant] for s in buckets[n]]
-            series[variant][0].append(stamp)
-            series[variant][1].append(sum(values) / len(values))
+        while t >= edge:
+            if window.sums:
+                flush(edge)
+            edge += window_s
+        window.add(gpu_sample(0, reading))
+        last_t = t
+    if window.sums:
+        flush(min(edge, last_t))
     return dict(series)
 
 
