@@ -130,10 +130,13 @@ class DataSource:
         client: the connection (the TUI owns it and closes it on exit).
         readonly: refuse every action.
         clock: time source for the command log (tests freeze it).
+        label: how the header names the server (default: its URL).
     """
 
-    def __init__(self, client: Client, readonly: bool = False, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: Client, readonly: bool = False, clock: Callable[[], float] = time.time,
+                 label: str | None = None) -> None:
         self.client = client
+        self.label = label or client.url
         self.readonly = readonly
         self.clock = clock
         self.log = CommandLog()

@@ -82,9 +82,8 @@ class DetailScreen(ViewScreen):
                 yield SeriesPanel(self.source, self.task_id, resources=True, id="resource-panel")
 
     def on_mount(self) -> None:
-        self.query_one("#console-search").display = False
         self.refresh_data()
-        self._activated(self.initial_tab)
+        self.call_after_refresh(self._activated, self.initial_tab)
 
     def refresh_data(self) -> None:
         def fetch() -> None:

@@ -86,7 +86,6 @@ class ExperimentsScreen(ViewScreen):
 
     def on_mount(self) -> None:
         self._poller.interval = self.fd_app.poll_s
-        self.query_one("#filter").display = False
         self.query_one("#tasks", DataTable).focus()
         self._poller.poll_now()
 

@@ -109,7 +109,6 @@ class FleetScreen(ViewScreen):
 
     def on_mount(self) -> None:
         self._poller.interval = self.fd_app.poll_s
-        self.query_one("#fleet-filter").display = False
         table = self.query_one("#fleet-table", DataTable)
         for key, label in (("name", "name"), ("kind", "kind"), ("state", "state"), ("task", "task"),
                            ("gpu", "GPU util"), ("gpumem", "GPU mem"), ("rss", "agent mem"),

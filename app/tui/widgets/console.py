@@ -105,8 +105,8 @@ class ConsoleView(ScrollView, can_focus=True):
         if not self.follow:
             self.new_lines += added
         self.virtual_size = Size(max(self._width, 1), total)
-        if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        if self.follow:  # after the new virtual size is laid out, or the old end is used
+            self.call_after_refresh(self._to_tail)
         self.refresh()
         self._post_status()
         if len(items) == BLOCK * 4:  # far behind the tail: fetch the next stretch right away
@@ -206,9 +206,13 @@ class ConsoleView(ScrollView, can_focus=True):
         if self.is_mounted:
             self._post_status()
 
+    def _to_tail(self) -> None:
+        if self.follow:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
     def action_follow(self) -> None:
         self.follow = True
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._to_tail()
 
     def action_top(self) -> None:
         self.follow = False

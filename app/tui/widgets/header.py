@@ -42,7 +42,7 @@ class StatusHeader(Static):
         for key, mode, label in VIEWS:
             style = "reverse bold" if mode == app.current_mode else ""
             tabs.append(f" {key} {label} ", style=style)
-        status = Text(clean(app.source.url, 80), style="bold")
+        status = Text(clean(app.source.label, 80), style="bold")
         summary = app.summary
         if summary is not None:
             counts = summary.get("counts", {})
