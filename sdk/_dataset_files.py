@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetdeck._dataset_manifest import EXECUTABLE, REGULAR, HostilePath, check_path
+from fleetdeck._dataset_manifest import EXECUTABLE, REGULAR, HostilePath, check_path, check_paths
 
 BLOCK = 1 << 20
 BATCH = 64
@@ -72,7 +72,8 @@ def scan(path: str | os.PathLike[str], *, wildcard: str | Sequence[str] | None =
     if not root.is_dir():
         real_root = os.path.realpath(root.parent)
         file = _source(str(root), root.name, real_root, prefix)
-        return [file] if _matches(root.name, patterns) else []
+        return [SourceFile(check_path(file.dataset_path), file.source, file.size, file.mode)] \
+            if _matches(root.name, patterns) else []
     real_root = os.path.realpath(root)
     found: list[SourceFile] = []
     stack = [(str(root), "")]
@@ -87,6 +88,9 @@ def scan(path: str | os.PathLike[str], *, wildcard: str | Sequence[str] | None =
                     continue
                 if _matches(entry.name, patterns):
                     found.append(_source(entry.path, rel_path, real_root, prefix))
+    checked = check_paths([f.dataset_path for f in found])
+    if any(c != f.dataset_path for c, f in zip(checked, found)):
+        found = [SourceFile(c, f.source, f.size, f.mode) for c, f in zip(checked, found)]
     found.sort(key=lambda f: f.dataset_path)
     for first, second in zip(found, found[1:]):
         if first.dataset_path == second.dataset_path:
@@ -100,7 +104,8 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def _source(source: str, rel_path: str, real_root: str, prefix: str) -> SourceFile:
-    dataset_path = check_path(prefix + rel_path)
+    """The file at ``source`` as dataset file ``prefix + rel_path`` (checked by the caller)."""
+    dataset_path = prefix + rel_path
     info = os.lstat(source)
     if stat.S_ISLNK(info.st_mode):
         target = os.path.realpath(source)

@@ -1,16 +1,18 @@
 """Dataset manifests: the sorted list of (path, size, sha256, mode) that is one dataset version.
 
 A manifest is stored as a content-addressed blob, never as one big document, so a version of
-1,000,000 files costs the server one small version document plus one blob. The encoding is a
-zlib-compressed text file, one entry per line, sorted by path::
+1,000,000 files costs the server one small version document plus one blob. The encoding is
+columnar, so that encoding and decoding run in C loops rather than per entry in Python::
 
-    fleetdeck-manifest/1
-    <sha256>\\t<size>\\t<mode, octal>\\t<path>
+    b"fleetdeck-manifest/1\n"
+    u64 length + zlib(level 1) of:  u64 count | u64 length + paths joined by "\n" (UTF-8, sorted)
+                                    | count x i64 sizes | count x u8 mode (0: 644, 1: 755)
+    count x 32 bytes of sha256 (raw; they would not compress)
 
-It is deterministic (the same tree always gives the same bytes, so an unchanged tree gives the
-same manifest blob) and readable with ``zlib`` and a text editor. Both the SDK and the server
-read it with this module; every path in it is checked by :func:`check_path` on the way in and
-on the way out, so a hand-made manifest cannot name a file outside a dataset's root.
+(all integers little-endian). It is deterministic: the same tree always gives the same bytes,
+so an unchanged tree gives the same manifest blob. Both the SDK and the server read it with
+this module; every path in it is checked by :func:`check_path` on the way in and on the way
+out, so a hand-made manifest cannot name a file outside a dataset's root.
 """
 
 from __future__ import annotations
@@ -18,19 +20,25 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fleetdeck.errors import FleetdeckError
 
-MAGIC = "fleetdeck-manifest/1"
+MAGIC = b"fleetdeck-manifest/1\n"
 PATH_MAX = 4096
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BAD_CHARS_IN_LINES = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
+_DRIVE_IN_LINES = re.compile(r"\n[A-Za-z]:")
+_BAD_PARTS_IN_LINES = ("\n\n", "//", "\n/", "/\n", "/./", "/../", "\n./", "\n../", "/.\n", "/..\n", "\n.\n", "\n..\n")
+"""Substrings that betray an absolute path or an empty, '.' or '..' part among newline-joined paths."""
 EXECUTABLE = 0o755
 REGULAR = 0o644
+_MODES = (REGULAR, EXECUTABLE)
+_MODE_CODE = {REGULAR: 0, EXECUTABLE: 1}
 
 
 class HostilePath(FleetdeckError):
@@ -74,10 +82,27 @@ def check_path(path: str) -> str:
         raise HostilePath(f"dataset path {path!r} contains a backslash or a control character")
     if path.startswith("/") or _DRIVE.match(path):
         raise HostilePath(f"dataset path {path!r} is absolute")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise HostilePath(f"dataset path {path!r} has an empty, '.' or '..' part")
-    return unicodedata.normalize("NFC", path)
+    if "" in (parts := path.split("/")) or "." in parts or ".." in parts:
+        raise HostilePath(f"dataset path {path!r} has an empty, '.' or '..' part")
+    return path if path.isascii() else unicodedata.normalize("NFC", path)
+
+
+def check_paths(paths: list[str]) -> list[str]:
+    """:func:`check_path` for many paths at C speed: one regex scan over all of them joined.
+
+    Returns:
+        The paths in NFC form (the same list object when all are ASCII).
+    """
+    joined = "\n".join(paths)
+    padded = f"\n{joined}\n"
+    if any(bad in padded for bad in _BAD_PARTS_IN_LINES) or _BAD_CHARS_IN_LINES.search(joined) or \
+            _DRIVE_IN_LINES.search(padded) or (paths and max(map(len, paths)) > PATH_MAX):
+        for path in paths:
+            check_path(path)  # names the first bad one
+        raise HostilePath("a dataset path is empty")
+    if joined.isascii():
+        return paths
+    return [check_path(p) for p in paths]
 
 
 def collision_key(path: str) -> str:
@@ -91,32 +116,44 @@ def check_collisions(paths: Iterable[str]) -> None:
     Raises:
         HostilePath: naming both colliding paths.
     """
-    seen: dict[str, str] = {}
-    for path in paths:
-        key = collision_key(path)
-        other = seen.get(key)
-        if other is not None and other != path:
-            raise HostilePath(f"dataset paths {other!r} and {path!r} differ only by case or Unicode "
-                              "normalisation; they would overwrite each other")
-        seen[key] = path
+    paths = list(paths)
+    joined = "\n".join(paths)
+    folded = joined.lower() if joined.isascii() else unicodedata.normalize("NFC", joined).casefold()
+    keys = folded.split("\n") if paths else []
+    if len(set(keys)) != len(keys):
+        seen: dict[str, str] = {}
+        for path, key in zip(paths, keys):
+            other = seen.setdefault(key, path)
+            if other != path:
+                raise HostilePath(f"dataset paths {other!r} and {path!r} differ only by case or Unicode "
+                                  "normalisation; they would overwrite each other")
     folders: set[str] = set()
-    for key in seen:
-        parent = key.rpartition("/")[0]
+    for parent in {key.rpartition("/")[0] for key in keys}:
         while parent and parent not in folders:
             folders.add(parent)
             parent = parent.rpartition("/")[0]
-    clash = folders & seen.keys()
+    clash = folders.intersection(keys)
     if clash:
         key = min(clash)
-        raise HostilePath(f"dataset path {seen[key]!r} is a file and also a folder of other files")
+        raise HostilePath(f"dataset path {paths[keys.index(key)]!r} is a file and also a folder of other files")
 
 
 def encode(manifest: Mapping[str, FileEntry]) -> bytes:
     """The manifest's blob bytes (deterministic: sorted by path)."""
-    lines = [MAGIC]
-    lines.extend(f"{e.sha256}\t{e.size}\t{e.mode:o}\t{p}" for p, e in sorted(manifest.items()))
-    lines.append("")
-    return zlib.compress("\n".join(lines).encode("utf-8"), 6)
+    paths = sorted(manifest)
+    return pack(paths, [manifest[p] for p in paths])
+
+
+def pack(paths: list[str], entries: list[FileEntry]) -> bytes:
+    """Lay out entries in the given order, unchecked: :func:`encode` sorts first; tests forge with this."""
+    columns = b"".join([
+        len(paths).to_bytes(8, "little"),
+        _sized("\n".join(paths).encode("utf-8")),
+        array("q", [e.size for e in entries]).tobytes(),
+        bytes(_MODE_CODE[e.mode] for e in entries),
+    ])
+    shas = bytes.fromhex("".join(e.sha256 for e in entries))
+    return MAGIC + _sized(zlib.compress(columns, 1)) + shas
 
 
 def decode(blob: bytes) -> Manifest:
@@ -126,31 +163,46 @@ def decode(blob: bytes) -> Manifest:
         BadManifest: the bytes are not a manifest.
         HostilePath: a path in it could escape the root or collides with another.
     """
+    if not blob.startswith(MAGIC):
+        raise BadManifest(f"manifest does not start with {MAGIC!r}")
     try:
-        text = zlib.decompress(blob).decode("utf-8")
-    except (zlib.error, UnicodeDecodeError) as exc:
-        raise BadManifest(f"manifest is not valid compressed UTF-8: {exc}") from None
-    lines = text.split("\n")
-    if not lines or lines[0] != MAGIC or lines[-1] != "":
-        raise BadManifest(f"manifest does not start with {MAGIC!r} or is truncated")
-    manifest: Manifest = {}
-    previous = ""
-    for number, line in enumerate(lines[1:-1], start=2):
-        try:
-            sha, size, mode, path = line.split("\t", 3)
-            entry = FileEntry(sha, int(size), int(mode, 8))
-        except ValueError:
-            raise BadManifest(f"manifest line {number} is malformed") from None
-        if not _SHA256.match(sha) or entry.size < 0 or entry.mode not in (REGULAR, EXECUTABLE):
-            raise BadManifest(f"manifest line {number} has a bad sha256, size or mode")
-        if check_path(path) != path:
-            raise HostilePath(f"dataset path {path!r} is not in Unicode NFC form")
-        if path <= previous:
-            raise BadManifest(f"manifest line {number} is out of order or repeated")
-        previous = path
-        manifest[path] = entry
+        columns, offset = _read_sized(blob, len(MAGIC))
+        columns = zlib.decompress(columns)
+        count = int.from_bytes(columns[:8], "little")
+        joined, at = _read_sized(columns, 8)
+        paths = joined.decode("utf-8").split("\n") if count else []
+        sizes = array("q")
+        sizes.frombytes(columns[at:at + 8 * count])
+        modes = [_MODES[code] for code in columns[at + 8 * count:]]
+        shas_hex = blob[offset:].hex()
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, zlib.error) as exc:
+        raise BadManifest(f"manifest is corrupt or truncated: {exc}") from None
+    if not (len(paths) == len(sizes) == len(modes) == count and len(shas_hex) == 64 * count):
+        raise BadManifest("manifest is truncated: its columns disagree on the number of files")
+    if any(size < 0 for size in sizes):
+        raise BadManifest("manifest has a negative file size")
+    if check_paths(paths) != paths:
+        raise HostilePath("a dataset path is not in Unicode NFC form")
+    if paths != sorted(paths):
+        raise BadManifest("manifest paths are out of order")
+    shas = [shas_hex[i:i + 64] for i in range(0, len(shas_hex), 64)]
+    manifest = dict(zip(paths, map(FileEntry, shas, sizes, modes)))
+    if len(manifest) != count:
+        raise BadManifest("manifest lists a path twice")
     check_collisions(manifest)
     return manifest
+
+
+def _sized(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "little") + data
+
+
+def _read_sized(data: bytes, offset: int) -> tuple[bytes, int]:
+    length = int.from_bytes(data[offset:offset + 8], "little")
+    end = offset + 8 + length
+    if len(data) < end:
+        raise ValueError("a section ends past the end of the data")
+    return data[offset + 8:end], end
 
 
 def merge(parents: Iterable[Mapping[str, FileEntry]]) -> Manifest:
