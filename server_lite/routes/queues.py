@@ -135,8 +135,9 @@ def remove_entry(name: str, task_id: str, state: State, principal: Principal) ->
     removed = state.store.find_one_and_delete(ENTRIES, {"id": task_id, "queue": queue["id"]})
     if removed is None:
         raise HTTPException(404, f"task {task_id} is not in queue {name!r}")
-    state.store.update(TASKS, task_id, {"$set": {"status": "created", "status_reason": "removed from queue",
-                                                 "queue": None}}, where={"status": "queued"})
+    # ``queue`` stays: it names the queue the task last used, where ``tasks requeue`` puts it back.
+    state.store.update(TASKS, task_id, {"$set": {"status": "created", "status_reason": f"removed from queue {name}"}},
+                       where={"status": "queued"})
 
 
 @router.post("/queues/dequeue")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,39 @@ def test_enqueue_of_a_running_task_is_refused(client: Client) -> None:
     _dequeue(client, "w1")
     with pytest.raises(RequestRejected, match="is running; abort it"):
         client.enqueue(task_id, "default")
+
+
+def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETDECK_SERVER_URL": server.url, "FLEETDECK_API_TOKEN": server.admin_token,
+           "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "fleetdeck.app", *args], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+
+
+def test_cli_queue_and_task_actions(client: Client, server: ServerProcess) -> None:
+    assert _cli(server, "queues", "create", "gpu").returncode == 0
+    task_id = client.create_task(name="cli", project="q")["id"]
+    assert _cli(server, "tasks", "enqueue", task_id[:8], "--queue", "gpu", "--priority", "5").returncode == 0
+    listed = {q["name"]: q for q in map(json.loads, _cli(server, "queues", "list", "--json").stdout.splitlines())}
+    assert listed["gpu"]["length"] == 1
+    assert _cli(server, "tasks", "abort", task_id).returncode == 0
+    assert client.get_task(task_id)["status"] == "aborted" and client.list_queues()[0]["length"] == 0
+    assert _cli(server, "tasks", "requeue", task_id).returncode == 0  # back on the queue it last used
+    assert client.get_task(task_id)["status"] == "queued"
+    assert [e["id"] for e in client.get("/queues/gpu/entries")["items"]] == [task_id]
+    assert _cli(server, "tasks", "reset", task_id).returncode == 0
+    assert client.get_task(task_id)["status"] == "created" and client.get("/queues/gpu/entries")["items"] == []
+    refused = _cli(server, "tasks", "abort", task_id)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"error: task {task_id[:8]} is created, not running or queued"
+    bad = _cli(server, "tasks", "clone", task_id, "--set", "lr")
+    assert bad.returncode == 2 and "must be SECTION/NAME=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_workers_list_shows_health(client: Client, server: ServerProcess) -> None:
+    client.heartbeat("gpu-host-1", queues=["default"], status="busy", stats={
+        "rss": 150 * 1024**2, "cpu_percent": 3.5, "phase": "running", "task_id": None, "last_output_ts": None})
+    rows = [json.loads(line) for line in _cli(server, "workers", "list", "--json").stdout.splitlines()]
+    assert rows[0]["id"] == "gpu-host-1" and rows[0]["stats"]["phase"] == "running"
+    table = _cli(server, "workers", "list").stdout
+    assert "gpu-host-1" in table and "150 MiB" in table and "running" in table
