@@ -205,3 +205,32 @@ def test_server_with_unreachable_mongodb_fails_with_one_line(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "MongoDB at mongodb://127.0.0.1:1/fleetdeck" in result.stderr and "unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_migrates_with_progress_and_reports_the_verification(
+        filled: tuple[Path, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The command's success path, in-process: its MongoStore is pointed at one mongomock database."""
+    from fleetdeck.app.cli import main
+    from fleetdeck.server_lite.store import mongo
+
+    data_dir, _token, _before = filled
+    database = atomic_mongomock_client()
+    real_store = mongo.MongoStore
+    monkeypatch.setattr(mongo, "MongoStore", lambda uri: real_store(uri, client=database))
+    main(["server", "migrate", "--from", str(data_dir), "--to", "mongodb://u:pw@db.invalid/fleetdeck"])
+    out = capsys.readouterr().out
+    assert "copied" in out and "events of 6 tasks" in out and "mongodb://u:***@db.invalid/fleetdeck" in out
+    assert "ok       documents: tasks: 6 in the source, 6 in MongoDB" in out
+    assert "verified: counts and checksums match" in out and "pw@" not in out
+    assert "documents" in out and "events" in out, "a progress bar per phase"
+
+    database["fleetdeck"]["tasks"].delete_one({})
+    database["fleetdeck"]["_migration"].delete_many({})  # a fresh start would re-copy; keep the loss
+    database["fleetdeck"]["_migration"].insert_one({"_id": "docs/tasks", "done": 6, "source_count": 6})
+    with pytest.raises(SystemExit) as exited:
+        main(["server", "migrate", "--from", str(data_dir), "--to", "mongodb://db.invalid/fleetdeck"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert "MISMATCH documents: tasks: 6 in the source, 5 in MongoDB" in captured.out
+    assert captured.err.strip().splitlines() == ["error: verification failed: the copy differs from the source (see above)"]
