@@ -200,6 +200,32 @@ def _skip_reason() -> str | None:
     return None
 
 
+def start_hosts(count: int = HOST_COUNT) -> list[SSHHost]:
+    """Start ``count`` hosts (users and keys are made once per machine and reused)."""
+    BASE.mkdir(parents=True, exist_ok=True)
+    client_key = BASE / "client_key"
+    if not client_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
+    client_pub = (BASE / "client_key.pub").read_text()
+    hosts: list[SSHHost] = []
+    try:
+        for index in range(count):
+            hosts.append(_start_host(index, client_pub))
+    except Exception:
+        stop_hosts(hosts)
+        raise
+    return hosts
+
+
+def stop_hosts(hosts: list[SSHHost]) -> None:
+    """Stop the sshd processes and everything that ran as the hosts' users."""
+    _stop(hosts)
+
+
+def skip_reason() -> str | None:
+    return _skip_reason()
+
+
 @pytest.fixture(scope="session")
 def ssh_hosts() -> Iterator[list[SSHHost]]:
     """``HOST_COUNT`` real sshd hosts on 127.0.0.1, made once per session."""
@@ -210,18 +236,7 @@ def ssh_hosts() -> Iterator[list[SSHHost]]:
     if _HOSTS is not None:
         yield _HOSTS
         return
-    BASE.mkdir(parents=True, exist_ok=True)
-    client_key = BASE / "client_key"
-    if not client_key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
-    client_pub = (BASE / "client_key.pub").read_text()
-    hosts: list[SSHHost] = []
-    try:
-        for index in range(HOST_COUNT):
-            hosts.append(_start_host(index, client_pub))
-    except Exception:
-        _stop(hosts)
-        raise
+    hosts = start_hosts()
     _HOSTS = hosts
     try:
         yield hosts
