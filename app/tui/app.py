@@ -192,6 +192,9 @@ class FleetdeckApp(App[None]):
         self.switch_view(self.initial_view, self.initial_filter)
         self._summary_poller.poll_now()
 
+    def on_unmount(self) -> None:
+        self._summary_poller.pause()
+
     def _feature_screen(self, mode: str) -> Screen[Any]:
         module_name, class_name, title, reason = FEATURE_SCREENS[mode]
         try:
