@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from fleetdeck.server_lite.events import FileEventStore
@@ -206,13 +205,12 @@ def _copy_events(root: Path, source: FileEventStore, target: MongoStore, events:
 def _event_batches(source: FileEventStore, task_id: str) -> Iterator[dict[str, Any]]:
     """A task's events as batches with ids fixed by their position, so a rerun is a no-op."""
     for n, summary in enumerate(source.list_series(task_id)):
-        series = source.read_series(task_id, summary.metric, summary.variant)
-        for part, start in enumerate(range(0, series["total"], POINT_BATCH)):
-            end = start + POINT_BATCH
+        points = source.read_points(task_id, summary.metric, summary.variant)
+        for part, start in enumerate(range(0, len(points), POINT_BATCH)):
+            chunk = points[start:start + POINT_BATCH]  # arrays, not lists: NaN and bits kept exactly
             yield {"batch_id": f"migrate-s{n}-{part}", "scalars": [{
-                "metric": summary.metric, "variant": summary.variant,
-                "iterations": series["iterations"][start:end], "values": series["values"][start:end],
-                "timestamps": series["timestamps"][start:end]}]}
+                "metric": summary.metric, "variant": summary.variant, "iterations": chunk["iteration"],
+                "values": chunk["value"], "timestamps": chunk["time"]}]}
     page = 0
     while True:
         lines, _total = source.read_console(task_id, page * CONSOLE_BATCH, CONSOLE_BATCH)
@@ -322,12 +320,9 @@ def _task_records(events: FileEventStore | MongoEventStore, task_id: str) -> dic
     series_records, point_records, points = [], [], 0
     for summary in events.list_series(task_id):
         series_records.append(_canonical(summary.as_dict()))
-        series = events.read_series(task_id, summary.metric, summary.variant)
-        values = np.array([np.nan if v is None else v for v in series["values"]], dtype="<f8")
-        point_records.append(_canonical([summary.metric, summary.variant]) +
-                             np.array(series["iterations"], dtype="<i8").tobytes() + values.tobytes() +
-                             np.array(series["timestamps"], dtype="<f8").tobytes())
-        points += series["total"]
+        packed = events.read_points(task_id, summary.metric, summary.variant)
+        point_records.append(_canonical([summary.metric, summary.variant]) + packed.tobytes())
+        points += len(packed)
     lines: list[bytes] = []
     while True:
         page, _ = events.read_console(task_id, len(lines), CONSOLE_BATCH)

@@ -174,14 +174,19 @@ class MongoEventStore(EventStore):
         with self._errors(f"series of task {task_id}"):
             return [_summary(d) for d in self.db[SERIES].find({"task": task_id}).sort([("order", 1)])]
 
+    def read_points(self, task_id: str, metric: str, variant: str) -> np.ndarray:
+        check_id(task_id, "task id")
+        with self._errors(f"series of task {task_id}"):
+            buckets = self.db[SCALARS].find({"task": task_id, "metric": metric, "variant": variant},
+                                            {"points": 1}).sort([("ordinal", 1), ("part", 1)])
+            return _concat(bytes(b["points"]) for b in buckets)
+
     def read_series(self, task_id: str, metric: str, variant: str, max_points: int | None = None) -> dict[str, Any]:
         check_id(task_id, "task id")
         with self._errors(f"series of task {task_id}"):
             if self.db[SERIES].find_one({"_id": _series_id(task_id, metric, variant)}, {"_id": 1}) is None:
                 raise KeyError(f"no series {metric}/{variant}")
-            buckets = self.db[SCALARS].find({"task": task_id, "metric": metric, "variant": variant},
-                                            {"points": 1}).sort([("ordinal", 1), ("part", 1)])
-            points = _concat(bytes(b["points"]) for b in buckets)
+        points = self.read_points(task_id, metric, variant)
         total = len(points)
         if max_points is not None and total > max_points:
             points = points[minmax_indices(points["value"], max_points)]

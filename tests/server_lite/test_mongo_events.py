@@ -78,6 +78,8 @@ def test_same_answers_as_the_embedded_store(mongo_events_store: MongoEventStore,
             mine = mongo_events_store.read_series(TASK, metric, variant, max_points)
             theirs = file_events.read_series(TASK, metric, variant, max_points)
             assert mine == theirs
+        assert mongo_events_store.read_points(TASK, metric, variant).tobytes() == \
+            file_events.read_points(TASK, metric, variant).tobytes()
     assert mongo_events_store.read_series(TASK, "loss", "train", 100)["downsampled"] is True
     for start, limit in ((0, 1000), (5, 10), (-4, 10), (40, 10), (-100, 3)):
         assert mongo_events_store.read_console(TASK, start, limit) == file_events.read_console(TASK, start, limit)
