@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_costs.py --quick   # 1,000 tasks, a smoke run
 
 An embedded data dir is populated in-process through the store's and the event store's own write
-paths (journal commit, crash-atomic event batches): tasks over the last 7 days, 10 min to 2 h
+paths (journal commit, crash-atomic event batches; fdatasync skipped while populating): tasks over the last 7 days, 10 min to 2 h
 each, on 1, 2, 4 or 8 GPUs of 24 hosts, each with the monitor's series (``cpu.percent``,
 ``process.rss_mb`` and per GPU ``util``, ``mem_used_mib``, ``power_w``) at one point per 10 s.
 One task in five has an input-bound stretch (GPU 3 %, CPU 100 %) of 15-60 min, so the waste
@@ -22,11 +22,14 @@ path finds something. Then the report runs the way the server runs it:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,17 @@ SAMPLE_S = 10.0
 HOST_COUNT = 24
 GPUS_PER_HOST = 8
 GPU_MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L40S")
+
+
+@contextlib.contextmanager
+def no_fdatasync() -> Iterator[None]:
+    """Skip fdatasync while populating (setup speed only; the files written are the same)."""
+    saved = os.fdatasync
+    os.fdatasync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fdatasync = saved
 
 
 def populate(data_dir: Path, count: int, now: float, seed: int = 8) -> dict[str, int]:
@@ -126,7 +140,8 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         if not (data_dir / "docs").exists():
-            volume = populate(data_dir, count, now)
+            with no_fdatasync():
+                volume = populate(data_dir, count, now)
         else:
             volume = {"tasks": count, "series": -1, "points": -1}
         populate_s = time.perf_counter() - t0
