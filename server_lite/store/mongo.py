@@ -56,6 +56,11 @@ INDEXES: dict[str, list[Index]] = {
         ([("tags", 1), ("created", -1)], {}),
         ([("created", -1)], {}),
         ([("parent", 1)], {"sparse": True}),
+        # Every server's lease reaper asks for expired leases once a second: without this index
+        # that is a scan of every task, per server, per second.
+        ([("lease.expires", 1)], {"sparse": True}),
+        ([("events_pending", 1)], {"sparse": True}),
+        ([("runtime.host", 1), ("ended", -1)], {"sparse": True}),
         # Sorting by a metric's last value (``metrics.<key>.last``) has no index: the keys are
         # per-project and unbounded. Such sorts run on the project-filtered set; see
         # docs/deploy-mongodb.md.
@@ -64,6 +69,18 @@ INDEXES: dict[str, list[Index]] = {
         # Exactly the dequeue order: first entry by priority (high first), then FIFO.
         ([("queue", 1), ("priority", -1), ("seq", 1)], {}),
     ],
+    "artifacts": [
+        ([("task", 1), ("created", 1)], {}),
+        ([("kind", 1), ("project", 1), ("created", -1)], {}),
+    ],
+    "datasets": [
+        ([("project", 1), ("name", 1), ("created", -1)], {}),
+        ([("created", -1)], {}),
+    ],
+    "dataset_readers": [([("dataset", 1), ("last_read", -1)], {})],
+    "gpu_waste": [([("end", 1), ("start", 1)], {}), ([("host", 1), ("gpu", 1), ("kind", 1)], {})],
+    "fleet_restarts": [([("host", 1), ("ts", -1)], {})],
+    "fleet_findings": [([("state", 1), ("host", 1), ("created", -1)], {}), ([("created", -1)], {})],
     "tokens": [
         ([("hash", 1)], {}),
         ([("revoked", 1)], {}),

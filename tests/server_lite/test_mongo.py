@@ -151,3 +151,13 @@ def test_dequeue_order_is_served_by_an_index_on_a_real_server(real_mongo: MongoS
     plan = real_mongo.db["queue_entries"].find({"queue": "q"}).sort([("priority", -1), ("seq", 1)]).limit(1).explain()
     winning = str(plan["queryPlanner"]["winningPlan"])
     assert "COLLSCAN" not in winning and "'SORT'" not in winning, winning
+
+
+def test_lease_reaper_query_is_served_by_an_index_on_a_real_server(real_mongo: MongoStore) -> None:
+    for i in range(200):
+        doc = {"id": f"t{i:03d}", "status": "completed", "created": float(i)}
+        if i % 10 == 0:
+            doc["lease"] = {"expires": float(i)}
+        real_mongo.insert("tasks", doc)
+    plan = real_mongo.db["tasks"].find({"lease.expires": {"$lt": 100.0}}).explain()
+    assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"])
