@@ -41,6 +41,7 @@ def test_build_two_versions_then_diff_get_and_verify(fd, name: str, tmp_path: Pa
     assert fd("data", "add", str(src / "img"), "--wildcard", "*.png", "--dataset-path", "img")[0] == 0
     code, _, err = fd("data", "add", str(src / "old.csv"))
     assert code == 0 and "the draft has 3 files" in err
+    assert "hashing 1 files" in err and "3/3 bytes" in err, "a progress bar for hashing"
     code, out, err = fd("data", "close")
     assert code == 0 and out.strip() == v1 and "finalized" in err and "+3 ~0 -0" in err
 
@@ -52,6 +53,7 @@ def test_build_two_versions_then_diff_get_and_verify(fd, name: str, tmp_path: Pa
     assert "removed 1 files" in fd("data", "remove", "old.csv")[2]
     code, out, err = fd("data", "upload")
     assert code == 0 and "uploaded 2 files (600 B)" in err and "300 B already on the server" in err
+    assert "uploading 2 files" in err, "a progress bar for uploading"
     code, v2, _ = fd("data", "close")
     v2 = v2.strip()
 
