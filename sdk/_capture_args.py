@@ -8,11 +8,13 @@ script uses.
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import argparse
 
 Params = dict[str, dict[str, dict[str, Any]]]
 
@@ -99,19 +101,31 @@ def object_fields(obj: Any) -> dict[str, Any]:
 
 # -- argparse ------------------------------------------------------------------------------------
 
-ArgsCallback = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
+ArgsCallback = Callable[[Any, Any], None]
+"""Called with (parser, namespace) after a top-level parse."""
 _callback: ArgsCallback | None = None
 _original_parse_known_args: Any = None
 _depth = threading.local()
 
 
 def hook_argparse(callback: ArgsCallback) -> None:
-    """Call ``callback(parser, namespace)`` after each top-level ``parse_known_args``/``parse_args``."""
-    global _callback, _original_parse_known_args
+    """Call ``callback(parser, namespace)`` after each top-level ``parse_known_args``/``parse_args``.
+
+    argparse is patched when the script imports it (or at once if it already has), so a script
+    without argparse does not pay for importing it.
+    """
+    global _callback
     _callback = callback
+    from fleetdeck._capture_frameworks import when_imported
+
+    when_imported("argparse", _patch_argparse)
+
+
+def _patch_argparse(argparse_module: Any) -> None:
+    global _original_parse_known_args
     if _original_parse_known_args is not None:
         return
-    _original_parse_known_args = argparse.ArgumentParser.parse_known_args
+    _original_parse_known_args = argparse_module.ArgumentParser.parse_known_args
 
     def parse_known_args(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
         level = getattr(_depth, "n", 0)
@@ -124,7 +138,7 @@ def hook_argparse(callback: ArgsCallback) -> None:
             _callback(self, namespace)
         return namespace, extras
 
-    argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    argparse_module.ArgumentParser.parse_known_args = parse_known_args
 
 
 def unhook_argparse() -> None:

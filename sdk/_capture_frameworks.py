@@ -28,6 +28,7 @@ _TARGETS: dict[str, tuple[str, str]] = {
     "torch": ("pytorch", "_patch_torch"),
 }
 _task: Any = None
+_hooks: dict[str, Callable[[Any], None]] = {}
 _patched: set[str] = set()
 _figure_counts: dict[str, int] = {}
 
@@ -36,21 +37,29 @@ def install(task: Any, wanted: Mapping[str, bool]) -> None:
     """Patch the frameworks already imported and hook the import of the others."""
     global _task
     _task = task
-    active = {name: spec for name, spec in _TARGETS.items() if wanted.get(spec[0], True)}
-    for name in active:
-        if name in sys.modules:
-            _patch(name, sys.modules[name])
-    if not any(isinstance(f, _Finder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _Finder(active))
+    for name, (framework, patcher) in _TARGETS.items():
+        if wanted.get(framework, True):
+            when_imported(name, globals()[patcher])
+
+
+def when_imported(name: str, patch: Callable[[Any], None]) -> None:
+    """Call ``patch(module)`` once module ``name`` is loaded: now if it already is, else right after its import.
+
+    This is how fleetdeck avoids importing anything the script does not use (argparse included).
+    """
+    _hooks[name] = patch
+    if name in sys.modules:
+        _patch(name, sys.modules[name])
+    elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def __init__(self, targets: Mapping[str, tuple[str, str]]) -> None:
-        self.targets = dict(targets)
+    def __init__(self) -> None:
         self._busy: set[str] = set()
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in self.targets or fullname in self._busy or fullname in _patched:
+        if fullname not in _hooks or fullname in self._busy or fullname in _patched:
             return None
         self._busy.add(fullname)
         try:
@@ -92,7 +101,7 @@ def _patch(name: str, module: Any) -> None:
         return
     _patched.add(name)
     try:
-        globals()[_TARGETS[name][1]](module)
+        _hooks[name](module)
     except Exception as exc:  # a framework we cannot hook still runs untouched
         print(f"fleetdeck: could not hook {name}: {exc}", file=sys.stderr)
 

@@ -83,7 +83,6 @@ class Helper:
         runtime: dict[str, Any] = {"gpus": gpus}
         if self.run.get("capture_env", True):
             runtime["env"] = dict(os.environ)
-            runtime["env"].pop("FLEETDECK_HELPER_LOG", None)
         self.writer.write({"kind": "update", "fields": {"script": script, "environment": environment},
                            "runtime": runtime})
         if large_diff is not None:

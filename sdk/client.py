@@ -8,6 +8,7 @@ failure becomes a :class:`~fleetdeck.errors.FleetdeckError` whose message names 
 from __future__ import annotations
 
 import hashlib
+import json as _json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import httpx
+
+try:  # optional: an SDK installed in a training environment may not have it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    _orjson = None  # type: ignore[assignment]
 
 from fleetdeck.config import ClientSettings
 from fleetdeck.errors import AuthError, NotFound, RequestRejected, ServerError, ServerUnreachable
@@ -72,9 +78,12 @@ class Client:
         retry = idempotent if idempotent is not None else method in ("GET", "PUT", "DELETE", "HEAD")
         attempts = self.settings.retries + 1 if retry else 1
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        if json is not None:
+            content = _encode_json(json)
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         for attempt in range(attempts):
             try:
-                response = self._http.request(method, path, json=json, params=clean_params, content=content,
+                response = self._http.request(method, path, params=clean_params, content=content,
                                               headers=headers, timeout=timeout or self.settings.timeout_s)
             except httpx.TransportError as exc:
                 if attempt + 1 < attempts:
@@ -262,6 +271,17 @@ class Client:
         return self.get("/workers")["items"]
 
 
+def _encode_json(value: Any) -> bytes:
+    """Request bodies as JSON: orjson when the environment has it (metric batches are large)."""
+    if _orjson is not None:
+        return _orjson.dumps(value, option=_orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_NON_STR_KEYS)
+    return _json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _decode_json(data: bytes) -> Any:
+    return _orjson.loads(data) if _orjson is not None else _json.loads(data)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = CHUNK_SIZE) -> str:
     """Hash a file by streaming it."""
     digest = hashlib.sha256()
@@ -288,7 +308,7 @@ def _decode(response: httpx.Response, method: str, path: str) -> Any:
     if status < 400:
         if status == 204 or not response.content:
             return None
-        return response.json()
+        return _decode_json(response.content)
     message = _error_message(response)
     where = f"{method} {path}"
     if status in (401, 403):

@@ -6,14 +6,9 @@ Method names and arguments follow ClearML's ``Logger`` so a ClearML script only 
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
-import shutil
-import struct
 import time
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +118,8 @@ class Logger:
             return
         target = self._media_path(Path(local_path).suffix if local_path else ".png")
         if local_path is not None:
+            import shutil
+
             shutil.copyfile(local_path, target)
             if delete_after_upload:
                 os.unlink(local_path)
@@ -141,6 +138,8 @@ class Logger:
         """Report a matplotlib figure as a debug image (rendered to PNG)."""
         if self._buffer is None:
             return
+        import io
+
         buf = io.BytesIO()
         figure.savefig(buf, format="png")
         target = self._media_path(".png")
@@ -152,6 +151,8 @@ class Logger:
         """Report an image file already on disk (copied into the spool at once)."""
         if self._buffer is None:
             return
+        import shutil
+
         target = self._media_path(Path(path).suffix or ".png")
         shutil.copyfile(path, target)
         self._event("image", title, series, iteration, {"file": target.name})
@@ -178,7 +179,7 @@ class Logger:
 def _json_safe(value: Any) -> Any:
     """Make numbers from numpy/torch, NaN and other objects storable as JSON."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if value - value == 0 else None  # NaN and ±inf are not JSON
     if isinstance(value, (str, int, bool)) or value is None:
         return value
     if isinstance(value, dict):
@@ -195,6 +196,9 @@ def _json_safe(value: Any) -> Any:
 
 def encode_png(pixels: Any) -> bytes:
     """Encode an H×W (grey) or H×W×3/4 array of uint8 as PNG, without PIL."""
+    import struct
+    import zlib
+
     rows = pixels.tolist() if hasattr(pixels, "tolist") else pixels
     height, width = len(rows), len(rows[0]) if rows else 0
     first = rows[0][0] if height and width else 0

@@ -17,14 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetdeck.config import data_home
 
 MAGIC = b"FDR1"
 _HEADER = struct.Struct("<4sI")
@@ -38,14 +35,21 @@ HELPER = "h"
 
 
 def spool_root() -> Path:
-    """Where runs keep their spool folders (``$FLEETDECK_SPOOL_DIR`` or ``<data home>/spool``)."""
+    """Where runs keep their spool folders (``$FLEETDECK_SPOOL_DIR`` or ``<data home>/spool``).
+
+    Same rule as :func:`fleetdeck.config.data_home` (a test keeps them equal), written out here so
+    the training process does not import ``fleetdeck.config`` (tomllib, dataclasses) to find it.
+    """
     explicit = os.environ.get("FLEETDECK_SPOOL_DIR")
-    return Path(explicit) if explicit else data_home() / "spool"
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local/share") / "fleetdeck" / "spool"
 
 
 def new_run_key() -> str:
     """A unique, sortable, path-safe key for one run (also the prefix of its batch ids)."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def check_run_key(key: str) -> str:
@@ -54,15 +58,17 @@ def check_run_key(key: str) -> str:
     return key
 
 
-@dataclass(frozen=True)
 class Record:
-    """One spooled record as read back."""
+    """One spooled record as read back (a plain class: ``dataclasses`` costs the training process import time)."""
 
-    path: Path
-    producer: str
-    seq: int
-    header: dict[str, Any]
-    payload: bytes
+    __slots__ = ("path", "producer", "seq", "header", "payload")
+
+    def __init__(self, path: Path, producer: str, seq: int, header: dict[str, Any], payload: bytes) -> None:
+        self.path = path
+        self.producer = producer
+        self.seq = seq
+        self.header = header
+        self.payload = payload
 
     @property
     def name(self) -> str:

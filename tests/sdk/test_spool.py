@@ -38,3 +38,14 @@ def test_half_written_and_corrupt_records(tmp_path: Path) -> None:
 def test_run_keys_cannot_escape_the_spool(key: str) -> None:
     with pytest.raises(ValueError):
         check_run_key(key)
+
+
+def test_spool_root_follows_the_data_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fleetdeck.config import data_home
+    from fleetdeck.spool import spool_root
+
+    assert spool_root() == data_home() / "spool"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert spool_root() == data_home() / "spool"
+    monkeypatch.setenv("FLEETDECK_SPOOL_DIR", str(tmp_path))
+    assert spool_root() == tmp_path
