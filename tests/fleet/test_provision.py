@@ -191,3 +191,29 @@ def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[S
     assert client.get(f"/fleet/findings/{found['id']}")["state"] == "resolved"
     wait_for(lambda: client.get_task(task["id"])["status"] in ("queued", "in_progress"), message="requeued")
     client.set_status(task["id"], "aborted", reason="test over", force=True)
+
+    # The same hosts through the CLI: logs, a manual restart (recorded with its reason), stop, start.
+    from tests.fleet.sshd import write_inventory
+
+    write_inventory([h.inventory_entry(queues=["fleet-test"], limits=limits) for h in hosts])
+
+    def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fleetdeck.app", "--server", client.url, "--token",
+                               client.settings.token or "", "fleet", *args], capture_output=True, text=True,
+                              timeout=90, env={**os.environ, "COLUMNS": "200"})
+
+    logs = fleet("logs", "host3", "-n", "50")
+    assert logs.returncode == 0 and "supervisor: starting agent" in logs.stdout
+    restarted = fleet("restart", "host3")
+    assert restarted.returncode == 0 and "agent restart requested" in restarted.stdout
+    manual = wait_for(lambda: [r for r in client.get("/fleet/hosts/host3/restarts")["items"] if r["kind"] == "manual"],
+                      message="manual restart recorded")[0]
+    assert "restart requested" in manual["reason"]
+    stopped = fleet("stop", "host2", "host3")
+    assert stopped.returncode == 0 and stopped.stdout.count(": stopped") == 2
+    status = fleet("status")
+    assert status.returncode == 0 and status.stdout.count("supervisor down") == 2
+    assert {s["state"] for s in client.get("/fleet/supervisors")["items"] if s["host"] in ("host2", "host3")} == {"stopped"}
+    started = fleet("start", "host2")
+    assert started.returncode == 0 and "started (pid" in started.stdout
+    wait_for(lambda: "host2" in {w["id"] for w in client.list_workers()}, timeout=30, message="agent back")
