@@ -1,10 +1,14 @@
-"""Request dependencies: the server state and the caller's verified token."""
+"""Request dependencies: the server state and the caller's verified token; the fast route class."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from collections.abc import Callable, Coroutine
+
+import orjson
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fleetdeck.server_lite.auth import ROLE_RANK
@@ -72,3 +76,28 @@ def require(role: str) -> Any:
 
 AdminOnly = require("admin")
 UserOrAdmin = require("user")
+
+
+class _OrjsonRequest(Request):
+    """A request whose JSON body is parsed by orjson (several times faster than ``json.loads``)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class FastRoute(APIRoute):
+    """Routes of the hot paths (event ingest, task create/list): JSON bodies parsed with orjson.
+
+    A malformed body still becomes FastAPI's 422 naming the problem: orjson raises a
+    ``ValueError`` subclass, which FastAPI maps exactly as it does for ``json.loads``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return handle

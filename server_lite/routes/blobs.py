@@ -9,13 +9,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from fleetdeck.server_lite.blobs import BadBlob, OffsetMismatch
-from fleetdeck.server_lite.deps import Principal, State
+from fleetdeck.server_lite.deps import FastRoute, Principal, State
 from fleetdeck.server_lite.names import BadName, check_name, check_sha256
 from fleetdeck.server_lite.routes.tasks import load_task
 from fleetdeck.server_lite.schemas import ArtifactCreate, UploadStart
 from fleetdeck.server_lite.store.base import Document
 
-router = APIRouter(tags=["blobs"])
+router = APIRouter(tags=["blobs"], route_class=FastRoute)
 ARTIFACTS = "artifacts"
 
 

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from fleetdeck.server_lite.deps import Principal, State
+from fleetdeck.server_lite.deps import FastRoute, Principal, State
 from fleetdeck.server_lite.routes.tasks import load_task
 from fleetdeck.server_lite.schemas import EventBatch
 from fleetdeck.server_lite.tasks import PENDING, TASKS, metric_summary_fields
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=FastRoute)
 
 
 @router.post("/tasks/{task_id}/events")

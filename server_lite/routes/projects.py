@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from fleetdeck.server_lite.deps import State, UserOrAdmin
+from fleetdeck.server_lite.deps import FastRoute, State, UserOrAdmin
 from fleetdeck.server_lite.names import check_name
 from fleetdeck.server_lite.schemas import ProjectCreate
 from fleetdeck.server_lite.state import ServerState
 from fleetdeck.server_lite.store.base import DuplicateId, Document
 
-router = APIRouter(tags=["projects"])
+router = APIRouter(tags=["projects"], route_class=FastRoute)
 PROJECTS = "projects"
 
 

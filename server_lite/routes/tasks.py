@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from fleetdeck.server_lite.deps import Principal, State, UserOrAdmin
+from fleetdeck.server_lite.deps import FastRoute, Principal, State, UserOrAdmin
 from fleetdeck.server_lite.routes.projects import PROJECTS, ensure_project, project_id_for
 from fleetdeck.server_lite.schemas import StatusChange, TaskBulkCreate, TaskCreate, TaskFields
 from fleetdeck.server_lite.state import ServerState
@@ -18,7 +18,7 @@ from fleetdeck.server_lite.tasks import (
     status_update, store_details,
 )
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=FastRoute)
 
 
 def load_task(state: ServerState, task_id: str) -> Document:

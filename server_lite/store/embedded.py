@@ -133,8 +133,8 @@ class _Collection:
                     if not bucket:
                         del index[value]
 
-    def candidates(self, query: Query | None) -> list[Document] | None:
-        """Documents from the narrowest index bucket the query pins, or None to scan everything."""
+    def candidate_ids(self, query: Query | None) -> set[str] | None:
+        """Ids in the narrowest index bucket the query pins, or None when scanning everything is as good."""
         best: set[str] | None = None
         for field, index in self.indexes.items():
             if not query or field not in query:
@@ -153,7 +153,7 @@ class _Collection:
                 best = bucket
         if best is None or len(best) * 4 > len(self.docs):
             return None
-        return [self.docs[i] for i in best]
+        return best
 
 
 def _hashable(value: Any) -> bool:
@@ -320,13 +320,18 @@ class EmbeddedStore(Store):
         pred = compile_query(query)
         with self._mutex:
             coll = self._coll(collection)
-            narrowed = coll.candidates(query)
-            if narrowed is not None:
-                pool: Iterable[Document] = narrowed
-                matched = [d for d in pool if pred(d)]
+            narrowed = coll.candidate_ids(query)
+            ordered = bool(sort) and _insertion_ordered(coll, sort)  # type: ignore[arg-type]
+            if narrowed is not None and ordered and limit is not None and _scan_is_cheaper(
+                    len(narrowed), len(coll.docs), skip + limit):
+                ids = narrowed  # a set lookup rejects most documents before the predicate runs
+                page = _scan_ordered(coll, lambda d: d["id"] in ids and pred(d), reverse=sort[0][1] < 0,  # type: ignore[index]
+                                     skip=skip, limit=limit)
+            elif narrowed is not None:
+                matched = [d for d in (coll.docs[i] for i in narrowed) if pred(d)]
                 matched = sort_docs(matched, sort) if sort else matched
                 page = matched[skip:skip + limit if limit is not None else None]
-            elif sort and _insertion_ordered(coll, sort):
+            elif ordered:
                 page = _scan_ordered(coll, pred, reverse=sort[0][1] < 0, skip=skip, limit=limit)
             else:
                 matched = [d for d in coll.docs.values() if pred(d)]
@@ -347,7 +352,8 @@ class EmbeddedStore(Store):
                 if field in coll.indexes and _hashable(value):
                     return len(coll.indexes[field].get(value, ()))
             pred = compile_query(query)
-            pool = coll.candidates(query) or coll.docs.values()
+            ids = coll.candidate_ids(query)
+            pool = coll.docs.values() if ids is None else (coll.docs[i] for i in ids)
             return sum(1 for d in pool if pred(d))
 
     def collections(self) -> list[str]:
@@ -430,6 +436,15 @@ class EmbeddedStore(Store):
 def _insertion_ordered(coll: _Collection, sort: Sort) -> bool:
     """True when the sort is by ``created`` alone and insertion order agrees with it."""
     return len(sort) == 1 and sort[0][0] == "created" and coll.created_in_order
+
+
+def _scan_is_cheaper(bucket: int, total: int, needed: int) -> bool:
+    """Whether walking all documents in ``created`` order beats sorting an index bucket.
+
+    With matches spread evenly, the walk visits about ``needed * total / bucket`` documents and
+    stops; sorting visits the whole bucket, at a higher cost per document.
+    """
+    return needed * total < 4 * bucket * bucket
 
 
 def _scan_ordered(coll: _Collection, pred: Any, *, reverse: bool, skip: int, limit: int | None) -> list[Document]:

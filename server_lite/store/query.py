@@ -57,6 +57,9 @@ def compile_query(query: Query | None) -> Predicate:
             preds.append(_field_predicate(key, cond))
     if len(preds) == 1:
         return preds[0]
+    if len(preds) == 2:  # the common listing shape; avoids a generator per document
+        first, second = preds
+        return lambda doc: first(doc) and second(doc)
     return lambda doc: all(p(doc) for p in preds)
 
 
@@ -68,6 +71,12 @@ def _field_predicate(path: str, cond: Any) -> Predicate:
         else:
             op_pred = lambda v: all(p(v) for p in parts)  # noqa: E731
         return lambda doc: op_pred(get_path(doc, path))
+    if "." not in path and isinstance(cond, (str, int, float)) and not isinstance(cond, bool):
+        # equality on a top-level scalar: the hot path of listings (also matches inside arrays)
+        def eq_top(doc: Document) -> bool:
+            value = doc.get(path, _MISSING)
+            return value == cond or (isinstance(value, list) and cond in value)
+        return eq_top
     return lambda doc: _eq(get_path(doc, path), cond)
 
 
