@@ -15,6 +15,7 @@ import pytest
 
 from fleetdeck import Task
 from fleetdeck.client import Client
+from fleetdeck.errors import FleetdeckError
 from fleetdeck.server_lite.process import ServerProcess
 from tests.sdk.conftest import write_script
 from tests.support import wait_for
@@ -52,6 +53,18 @@ logger.report_plotly("roc", "val", {"data": [{"x": [0, 1], "y": [0, 1]}]}, 0)
 logger.report_image("samples", "batch0", 0, image=np.zeros((4, 4, 3), dtype=np.uint8))
 task.upload_artifact("stats", {"acc": 0.93})
 task.upload_artifact("embedding", np.arange(10, dtype=np.float32))
+import os
+os.makedirs("run-config/nested", exist_ok=True)
+open("run-config/nested/a.yaml", "w").write("a: 1\\n")
+task.upload_artifact("config_dir", "run-config")
+task.upload_artifact("label_set", {"cat", "dog"})
+
+class Augment:
+    flip = True
+    scale = 1.5
+
+task.connect(Augment, name="augment")
+assert Task.current_task() is task
 try:
     import matplotlib
     matplotlib.use("Agg")
@@ -161,6 +174,12 @@ def test_full_capture_is_readable_through_the_api(tmp_path: Path, server_env: di
     artifacts = handle.artifacts
     assert artifacts["stats"].get() == {"acc": 0.93}
     assert artifacts["embedding"].get().tolist() == list(range(10))
+    folder = Path(artifacts["config_dir"].get_local_copy())
+    assert (folder / "nested" / "a.yaml").read_text() == "a: 1\n"
+    with pytest.raises(FleetdeckError, match="allow_pickle=True"):
+        artifacts["label_set"].get()
+    assert artifacts["label_set"].get(allow_pickle=True) == {"cat", "dog"}
+    assert params["augment"]["flip"]["value"] is True and params["augment"]["scale"]["type"] == "float"
     local = artifacts["stats"].get_local_copy()
     assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == artifacts["stats"].sha256
     if HAS_TORCH:
