@@ -48,21 +48,26 @@ def test_costs_table_totals_and_json(server: ServerProcess, client: Client) -> N
     assert raw["totals"]["cost"] == pytest.approx(by_hand, rel=1e-9)
 
 
-def test_user_mistakes_are_one_line_and_exit_2(server: ServerProcess) -> None:
-    bad_since = _fleetdeck(server, "--since", "fortnight")
+def _fleetdeck_at(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETDECK_SERVER_URL": url, "FLEETDECK_API_TOKEN": "fd_not_used"}
+    return subprocess.run([sys.executable, "-m", "fleetdeck.app", "costs", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_user_mistakes_are_one_line_and_exit_2() -> None:
+    """Refused before any request: the URL points nowhere."""
+    bad_since = _fleetdeck_at("http://127.0.0.1:9", "--since", "fortnight")
     assert bad_since.returncode == 2
     assert "'fortnight' is not a duration like 7d" in bad_since.stderr
     assert "Traceback" not in bad_since.stderr
-    bad_by = _fleetdeck(server, "--by", "colour")
-    assert bad_by.returncode == 2 and "Traceback" not in bad_by.stderr
-    backwards = _fleetdeck(server, "--since", "1d", "--until", "2d")
+    bad_by = _fleetdeck_at("http://127.0.0.1:9", "--by", "colour")
+    assert bad_by.returncode == 2 and "Traceback" not in bad_by.stderr and "colour" in bad_by.stderr
+    backwards = _fleetdeck_at("http://127.0.0.1:9", "--since", "1d", "--until", "2d")
     assert backwards.returncode == 2 and "--until must be after --since" in backwards.stderr
 
 
-def test_unreachable_server_is_one_line(server: ServerProcess) -> None:
-    env = {**os.environ, "FLEETDECK_SERVER_URL": "http://127.0.0.1:9", "FLEETDECK_API_TOKEN": "x"}
-    out = subprocess.run([sys.executable, "-m", "fleetdeck.app", "costs"], capture_output=True, text=True,
-                         env=env, timeout=60)
+def test_unreachable_server_is_one_line() -> None:
+    out = _fleetdeck_at("http://127.0.0.1:9")
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: cannot reach fleetdeck server at http://127.0.0.1:9")
     assert len(out.stderr.strip().splitlines()) == 1
