@@ -344,6 +344,9 @@ class Slot:
         except (FleetdeckError, OSError) as exc:
             failure = f"phase {run.phase} failed: {exc}"
             log.warning("task %s: %s", run.task_id, failure)
+        except Exception as exc:  # an agent bug or a library error: fail this task, keep serving
+            failure = f"phase {run.phase} failed: agent error {type(exc).__name__}: {exc}"
+            log.exception("task %s: %s", run.task_id, failure)
         finally:
             run.end_phase()
             if run.lease_lost:

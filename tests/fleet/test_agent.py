@@ -248,3 +248,25 @@ def test_running_phase_timeout_fails_the_task_and_names_the_phase(
     assert failed["status_reason"] == "phase running timed out after 2s"
     running = failed["runtime"]["agent"]["phases"]["running"]
     assert 2 <= running["ended"] - running["started"] < 10
+
+
+def test_one_task_at_a_time_per_gpu_set(client: Client, start_agent: AgentFactory, tmp_path: Path) -> None:
+    """No GPU here: the slots' CUDA_VISIBLE_DEVICES is what a real GPU job would be confined by."""
+    gate = tmp_path / "gate"
+    code = textwrap.dedent(f"""\
+        import os, time
+        print("gpus=" + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+        while not os.path.exists({str(gate)!r}):
+            time.sleep(0.05)
+        """)
+    ids = [_script_task(client, f"gpu{i}", code) for i in range(3)]
+    start_agent("multi", "--gpus", "0,1", "--gpus", "2")
+    wait_for(lambda: sum(client.get_task(t)["status"] == "in_progress" for t in ids) == 2, timeout=60,
+             message="two tasks running, one per GPU set")
+    running = [t for t in ids if client.get_task(t)["status"] == "in_progress"]
+    seen = sorted(_console(client, t) for t in running)
+    wait_for(lambda: sorted(_console(client, t) for t in running) == ["gpus=0,1", "gpus=2"], timeout=90,
+             message=f"each job confined to its set (saw {seen})")
+    assert {w["id"] for w in client.list_workers()} == {"multi:gpu0+1", "multi:gpu2"}
+    gate.touch()
+    assert [_finished(client, t)["status"] for t in ids] == ["completed"] * 3
