@@ -310,8 +310,15 @@ class Task:
         task = cls()
         offline = _offline_override if _offline_override is not None else _env_flag("FLEETDECK_OFFLINE")
         attach = os.environ.get("FLEETDECK_TASK_ID") or None
-        run = _Run(task, project_name or "default", task_name or script_name, task_type, list(tags or []),
-                   attach, offline, auto_resource_monitoring)
+        try:
+            run = _Run(task, project_name or "default", task_name or script_name, task_type, list(tags or []),
+                       attach, offline, auto_resource_monitoring)
+        except OSError as exc:  # no spool, no tracking; but the training itself must still run
+            print(f"fleetdeck: cannot create the run's spool under {spool_root()} ({exc.strerror or exc}); "
+                  "this run is NOT tracked (set FLEETDECK_SPOOL_DIR to a writable folder)", file=sys.stderr)
+            task._noop = True
+            cls._current = task
+            return task
         task._run = run
         task._doc = {"id": attach, "name": task_name or script_name, "project_name": project_name or "default"}
         cls._current = task

@@ -384,3 +384,19 @@ def test_broken_spool_never_hurts_the_script(tmp_path: Path, sdk_env: dict[str, 
     warnings = [line for line in out.stderr.splitlines() if "cannot write the spool" in line]
     assert len(warnings) == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_unwritable_spool_runs_the_script_untracked(tmp_path: Path, sdk_env: dict[str, str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    script = write_script(tmp_path / "nospool2", """
+        from fleetdeck import Task
+        task = Task.init(project_name="p", task_name="untracked")
+        task.get_logger().report_scalar("m", "v", 1.0, 0)
+        task.connect({"lr": 0.1})
+        print("trained")
+    """)
+    env = {**sdk_env, "FLEETDECK_SPOOL_DIR": str(blocker / "spool")}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "trained" in out.stdout
+    assert "this run is NOT tracked" in out.stderr and "Traceback" not in out.stderr
