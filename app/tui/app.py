@@ -297,12 +297,12 @@ class FleetdeckApp(App[None]):
         seen: set[str] = set()
         for key, active in self.screen.active_bindings.items():
             binding = active.binding
-            if not active.enabled or not binding.description or (binding.id or key) in seen:
-                continue
-            seen.add(binding.id or key)
+            if not active.enabled or not binding.id or binding.id in seen:
+                continue  # widgets' built-in keys (cursor movement) are left to the footer
+            seen.add(binding.id)
             text.append(f"  {self.get_key_display(binding):<12}", style="bold cyan")
             text.append(f"{binding.description}")
-            text.append(f"   {binding.id}\n" if binding.id else "\n", style="dim")
+            text.append(f"   {binding.id}\n", style="dim")
         text.append("\nviews\n", style="bold")
         for key, mode, label in VIEWS:
             text.append(f"  {key:<12}", style="bold cyan")
