@@ -62,24 +62,21 @@ class TaskCost:
     task: dict[str, Any]
     start: float
     end: float
-    gpus: int
+    host: str
+    gpu_indices: list[int]
     price_per_gpu_hour: float
     price_source: str
     gpu_hours: float
     cost: float
     waste: list[Span] = field(default_factory=list)
 
-    @property
-    def host(self) -> str:
-        runtime = self.task.get("runtime") or {}
-        env = self.task.get("environment") or {}
-        return str(runtime.get("host") or env.get("host") or "")
-
 
 def _gpu_indices(task: Mapping[str, Any]) -> list[int]:
     runtime = task.get("runtime") or {}
     assigned = runtime.get("gpus")
     if isinstance(assigned, list):
+        if all(type(i) is int for i in assigned):
+            return assigned
         return [int(i) for i in assigned if isinstance(i, (int, float)) or str(i).isdigit()]
     env_gpus = (task.get("environment") or {}).get("gpus") or []
     return [int(g.get("index", n)) if isinstance(g, dict) else n for n, g in enumerate(env_gpus)]
@@ -325,8 +322,8 @@ def task_costs(state: ServerState, book: PriceBook, since: float, until: float,
         hours = (end - start) / 3600.0
         gpu_hours = len(indices) * hours
         cost = gpu_hours * price.per_gpu_hour if indices else hours * price.per_host_hour
-        out.append(TaskCost(task, start, end, len(indices), price.per_gpu_hour, price.source, gpu_hours, cost))
-    spans = held_idle_by_task(state, [entry.task for entry in out if entry.gpus], book.waste)
+        out.append(TaskCost(task, start, end, host_name, indices, price.per_gpu_hour, price.source, gpu_hours, cost))
+    spans = held_idle_by_task(state, [entry.task for entry in out if entry.gpu_indices], book.waste)
     for entry in out:
         entry.waste = spans.get(entry.task["id"], [])
     return out
@@ -429,7 +426,7 @@ def _idle_capacity(book: PriceBook, hosts: Mapping[str, FleetHost], costs: list[
     """Fleet GPU-hours no task held and no orphan blocked, per host GPU."""
     held: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     for entry in costs:
-        for index in _gpu_indices(entry.task):
+        for index in entry.gpu_indices:
             held[(entry.host, index)].append((entry.start, entry.end))
     for span in orphans:
         if span.host is not None and span.gpu is not None:
