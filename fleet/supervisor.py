@@ -7,7 +7,8 @@ provisioning) and then, until told to stop:
   backoff (1 s doubling to 5 min by default; back to 1 s after 10 healthy minutes). After
   ``crash_loop_after`` consecutive crashes the host is reported as crash-looping, and the
   restarts go on: a supervisor never gives up silently.
-- **leak**: the RSS of the agent's whole process tree is sampled; past ``memory_limit_mb``, or
+- **leak**: the RSS of the agent's process tree (the agent and its helpers; jobs run in their own
+  session and are not the agent's memory) is sampled; past ``memory_limit_mb``, or
   when its growth over ``leak_window_s`` exceeds ``leak_slope_mb_per_min``, the agent is restarted
   at the next safe point (no task running); past ``hard_limit_mb`` at once.
 - **stuck**: :class:`~fleetdeck.fleet.triage.StuckDetector` flags silent tasks, setup phases over
@@ -120,20 +121,27 @@ class MemoryWatch:
 
 
 def tree_usage(pid: int) -> tuple[float, float, bool]:
-    """(RSS MiB of the process and its descendants, CPU percent of the descendants, has children)."""
+    """(agent RSS MiB, CPU percent of the agent's descendants, whether it has any child).
+
+    The agent's memory is the RSS of the processes of its tree that share its session: the agent
+    and its helpers. Jobs run in their own session (the executors start them so), and a task's
+    memory is the task's business; counting it would restart agents for every large job.
+    """
     try:
         root = psutil.Process(pid)
         children = root.children(recursive=True)
-    except psutil.Error:
+        session = os.getsid(pid)
+    except (psutil.Error, OSError):
         return 0.0, 0.0, False
     rss = 0
     cpu = 0.0
     for proc in [root, *children]:
         try:
-            rss += proc.memory_info().rss
+            if os.getsid(proc.pid) == session:
+                rss += proc.memory_info().rss
             if proc.pid != pid:
                 cpu += _cpu_percent(proc)
-        except psutil.Error:
+        except (psutil.Error, OSError):
             continue
     return rss / 2**20, cpu, bool(children)
 
@@ -332,7 +340,7 @@ class Supervisor:
             self._manual = False
             if self.agent is not None:
                 self.restart(now, "manual", "restart requested (fleetdeck fleet restart / triage act)")
-        if self.draining and self.agent is not None and not busy:
+        if self.draining and self.agent is not None and not busy and not self._heartbeat_task():
             self.restart(now, "drain", "drained: stopped between tasks, not restarted")
         self._publish(now, rss)
 
@@ -435,6 +443,7 @@ class Supervisor:
     def _memory_actions(self, now: float, task_running: bool) -> None:
         verdict = self.memory.verdict()
         if verdict is None:
+            self.pending = None  # back under the limits (a helper ended): no restart is due
             return
         kind, reason = verdict
         if kind == "hard_limit":

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,13 +124,13 @@ def source_hash(source_root: Path = SOURCE_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cached(target: Path, make: object) -> Path:
+def _cached(target: Path, make: Callable[[Path], None]) -> Path:
     """Return ``target`` if a previous build completed it, else build into a temp dir and rename."""
     if (target / ".complete").exists():
         return target
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
-        make(tmp)  # type: ignore[operator]
+        make(tmp)
         (tmp / ".complete").touch()
         try:
             os.rename(tmp, target)

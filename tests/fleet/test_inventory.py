@@ -11,7 +11,7 @@ import pytest
 
 from fleetdeck.errors import ConfigError
 from fleetdeck.fleet import inventory
-from fleetdeck.fleet.inventory import AgentLimits, price_per_gpu_hour
+from fleetdeck.fleet.inventory import price_per_gpu_hour
 from fleetdeck.server_lite.process import ServerProcess
 from tests.fleet.sshd import SSHHost, ssh_hosts  # noqa: F401 - fixture
 

@@ -82,7 +82,7 @@ def test_provision_two_hosts_in_parallel_then_nothing_changes(ssh_hosts: list[SS
     hosts = {h["name"]: h for h in client.get("/fleet/hosts")["items"]}
     assert hosts["host0"]["labels"] == ["fast"] and hosts["host0"]["gpus"] == {"count": 0, "model": None}
     assert hosts["host0"]["price_per_hour"] == 7.0 and hosts[HOSTILE_NAME]["labels"] == HOSTILE_LABELS
-    wait_for(lambda: client.get(f"/fleet/hosts/host0")["state"] == "ok", message="supervisor reporting")
+    wait_for(lambda: client.get("/fleet/hosts/host0")["state"] == "ok", message="supervisor reporting")
 
     # A second run on unchanged hosts changes nothing and is quick.
     started = time.monotonic()

@@ -176,9 +176,11 @@ def test_leaking_agent_is_restarted_between_tasks_with_reason_and_curve(supervis
 
 def test_hard_limit_restarts_mid_task(supervise: Any, tmp_path: Path) -> None:
     body = """
-    import subprocess, sys
+    import subprocess, sys, time
+    task = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    time.sleep(0.5)   # the task is running when the agent blows past the hard limit
     hoard = bytearray(120 * 2**20); hoard[::4096] = b"x" * len(hoard[::4096])
-    subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"])
+    task.wait()
     """
     run = supervise(_agent_script(tmp_path, body), memory_limit_mb=50, hard_limit_mb=100)
     restart = wait_for(lambda: [r for r in run.restarts() if r["kind"] == "hard_limit"], timeout=20,
@@ -233,3 +235,20 @@ def test_unique_finding_ids_per_episode() -> None:
     assert finding_id("h", "silent", "t", 1.0) == finding_id("h", "silent", "t", 1.0)
     assert finding_id("h", "silent", "t", 1.0) != finding_id("h", "silent", "t", 2.0)
     assert len(finding_id("h", "silent", uuid.uuid4().hex, 0)) == 32
+
+
+def test_drain_stops_the_agent_between_tasks_and_keeps_it_stopped(supervise: Any, tmp_path: Path) -> None:
+    body = """
+    import subprocess, sys, time
+    while True:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"])   # one task
+        time.sleep(0.3)
+    """
+    run = supervise(_agent_script(tmp_path, body))
+    pid = wait_for(lambda: run.status().get("agent_pid"), message="agent started")
+    wait_for(lambda: psutil.Process(pid).children(), message="a task running")
+    run.proc.send_signal(signal.SIGUSR1)
+    drained = wait_for(lambda: [r for r in run.restarts() if r["kind"] == "drain"], timeout=20, message="drain")[0]
+    assert drained["at_safe_point"] is True and "not restarted" in drained["reason"]
+    assert wait_for(lambda: run.status().get("state") == "drained" and run.status())["agent_pid"] is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
