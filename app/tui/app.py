@@ -348,6 +348,11 @@ def binding_ids() -> set[str]:
     classes: list[Any] = [FleetdeckApp, experiments.ExperimentsScreen, detail.DetailScreen, compare.CompareScreen,
                           fleet.FleetScreen, queues.QueuesScreen, triage.TriageScreen, commandlog.CommandLogScreen,
                           modals.ConfirmScreen, modals.PromptScreen, modals.TextScreen, ConsoleView]
+    for module_name, class_name, _, _ in FEATURE_SCREENS.values():
+        try:
+            classes.append(getattr(importlib.import_module(module_name), class_name))
+        except ModuleNotFoundError:
+            continue  # the feature is not installed: it has no keys to remap
     ids = set()
     for cls in classes:
         for binding in cls.BINDINGS:

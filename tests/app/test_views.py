@@ -105,3 +105,39 @@ def test_triage_and_feature_views_degrade_clearly(tui_client: Client) -> None:
             assert app.current_mode == {"5": "costs", "6": "datasets"}[key]
 
     drive(make_app(tui_client, view="triage"), scenario)
+
+
+def test_fleet_hosts_and_triage_findings_with_a_one_key_action(tui_client: Client) -> None:
+    task = tui_client.create_task(name="silent-run", project="tui/triage")
+    tui_client.enqueue(task["id"], "tui-triage")
+    taken = tui_client.dequeue(["tui-triage"], worker="w-silent")
+    assert taken is not None and taken["id"] == task["id"]
+    tui_client.request("PUT", "/fleet/hosts/gpu-9", json={"address": "127.0.0.1", "port": 2222, "user": "ml",
+                                                          "gpus": {"count": 8, "model": "H100"}})
+    finding_id = "f" * 32
+    tui_client.post("/fleet/findings", {"id": finding_id, "host": "gpu-9", "cause": "silent", "task_id": task["id"],
+                                        "summary": "no output and 0% CPU for 10 min",
+                                        "evidence": {"log_tail": "[red]not markup[/]"},
+                                        "suggested_action": "abort-requeue"})
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        fleet = await until(pilot, lambda: isinstance(app.screen, FleetScreen) and app.screen)
+        await until(pilot, lambda: "host:gpu-9" in fleet.rows)
+        assert str(fleet.query_one("#fleet-table", DataTable).get_row("host:gpu-9")[4]) == "8× H100"
+        await pilot.press("4")
+        triage = await until(pilot, lambda: isinstance(app.screen, TriageScreen) and app.screen)
+        await until(pilot, lambda: any(f["id"] == finding_id for f in triage.findings))
+        table = triage.query_one("#triage-table", DataTable)
+        table.move_cursor(row=table.get_row_index(finding_id))
+        await pilot.pause()
+        evidence = plain(triage.query_one("#triage-evidence", Static))
+        assert "silent: no output and 0% CPU for 10 min" in evidence and "[red]not markup[/]" in evidence
+        await pilot.press("A")
+        confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen)
+        assert confirm.targets == ["gpu-9"]
+        await pilot.press("y")
+        await until(pilot, lambda: tui_client.get_task(task["id"])["status"] == "queued", timeout=30,
+                    message="the task aborted and requeued by `fleetdeck triage act`")
+        assert app.source.log.entries[-1].action == "triage abort-requeue" and app.source.log.entries[-1].ok
+
+    drive(make_app(tui_client, view="fleet"), scenario)

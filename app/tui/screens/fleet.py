@@ -28,10 +28,12 @@ from fleetdeck.app.tui.screens.base import ViewScreen
 from fleetdeck.app.tui.screens.modals import ConfirmScreen, TextScreen
 from fleetdeck.errors import FleetdeckError
 
-FAULTY = {"stuck", "crash-looping", "crash_looping", "dead", "unreachable", "error", "stale"}
-STATE_STYLE = {"idle": "green", "running": "bold blue", "busy": "bold blue", "stuck": "bold red",
-               "crash-looping": "bold red", "dead": "bold red", "unreachable": "bold red", "stale": "yellow",
-               "draining": "yellow", "offline": "dim"}
+FAULTY = {"stuck", "crash-looping", "crash_looping", "dead", "unreachable", "error", "stale", "down", "degraded"}
+"""Agent and host states the faults-only toggle keeps (host states come from ``GET /fleet/hosts``)."""
+STATE_STYLE = {"idle": "green", "ok": "green", "running": "bold blue", "busy": "bold blue", "stuck": "bold red",
+               "crash-looping": "bold red", "crash_looping": "bold red", "dead": "bold red", "down": "bold red",
+               "unreachable": "bold red", "degraded": "yellow", "stale": "yellow", "draining": "yellow",
+               "stopped": "dim", "unknown": "dim"}
 RSS_HISTORY = 30
 
 
@@ -86,7 +88,7 @@ class FleetScreen(ViewScreen):
         Binding("s", "ssh", "SSH", id="fleet.ssh"),
         Binding("R", "fleet_command('restart')", "Restart agent", id="fleet.restart"),
         Binding("P", "fleet_command('provision')", "Provision", id="fleet.provision"),
-        Binding("D", "fleet_command('drain')", "Drain", id="fleet.drain"),
+        Binding("S", "fleet_command('stop')", "Stop agent", id="fleet.stop"),
         Binding("y", "raw", "Raw", id="fleet.raw", show=False),
         Binding("escape", "clear", "Clear", id="fleet.clear", show=False),
     ]
@@ -147,8 +149,11 @@ class FleetScreen(ViewScreen):
         rows: dict[str, dict[str, Any]] = {}
         for host in hosts or []:
             name = str(host.get("name", ""))
+            supervisor = host.get("supervisor") or {}
+            if isinstance(supervisor.get("rss_mb"), (int, float)):
+                self.rss_history.setdefault(f"host:{name}", deque(maxlen=RSS_HISTORY)).append(supervisor["rss_mb"] * 2**20)
             rows[f"host:{name}"] = {"kind": "host", "name": name, "record": host,
-                                    "state": str(host.get("state") or host.get("status") or "unknown")}
+                                    "state": str(host.get("state") or "unknown")}
         for worker in workers:
             name = str(worker.get("id", ""))
             rss = worker_rss(worker)
@@ -188,13 +193,18 @@ class FleetScreen(ViewScreen):
                              Text(f"{age(now - record['last_seen'])} ago" if record.get("last_seen") else "-")]
                 else:
                     gpus = record.get("gpus")
-                    gpu_text = (f"{gpus.get('count', '?')}× {gpus.get('model', '')}" if isinstance(gpus, dict)
+                    gpu_text = (f"{gpus.get('count', 0)}× {gpus.get('model') or 'GPU'}" if isinstance(gpus, dict)
                                 else str(gpus or "-"))
+                    supervisor = record.get("supervisor") or {}
+                    rss_mb = supervisor.get("rss_mb")
+                    seen = supervisor.get("last_seen")
                     cells = [literal(row["name"], limit=40), Text("host"),
                              Text(row["state"], style=STATE_STYLE.get(row["state"], "")),
-                             literal(record.get("address") or "-", limit=40), literal(gpu_text, limit=30), Text(""),
-                             Text(""), Text(""), Text(f"{age(now - record['last_check'])} ago"
-                                                      if isinstance(record.get("last_check"), (int, float)) else "-")]
+                             literal(supervisor.get("state") or record.get("address") or "-", limit=40),
+                             literal(gpu_text, limit=30), Text(""),
+                             Text(size(rss_mb * 2**20) if isinstance(rss_mb, (int, float)) else "-"),
+                             Text(sparkline(list(self.rss_history.get(key, ())), 10), style="cyan"),
+                             Text(f"{age(now - seen)} ago" if isinstance(seen, (int, float)) else "-")]
                 table.add_row(*cells, key=key)
             if cursor is not None and cursor in dict(self.visible_rows()):
                 table.move_cursor(row=table.get_row_index(cursor), animate=False)

@@ -88,7 +88,7 @@ class TriageScreen(ViewScreen):
             info.update(Text(result, style="yellow"))
         else:
             self.unavailable = None
-            self.findings = sorted(result, key=lambda f: f.get("at") or f.get("created") or 0, reverse=True)
+            self.findings = sorted(result, key=lambda f: f.get("created") or 0, reverse=True)
             info.update(Text(f"{len(self.findings)} findings" if self.findings else "no findings: the fleet is healthy",
                              style="dim"))
         now = self.fd_app.clock()
@@ -97,12 +97,11 @@ class TriageScreen(ViewScreen):
         with self.app.batch_update():
             table.clear()
             for index, finding in enumerate(self.findings):
-                stamp = finding.get("at") or finding.get("created")
+                stamp = finding.get("created")
                 table.add_row(Text(f"{age(now - stamp)} ago" if isinstance(stamp, (int, float)) else "-"),
-                              literal(finding.get("target") or finding.get("host") or finding.get("worker") or "-",
-                                      limit=40),
+                              literal(finding.get("host") or finding.get("worker") or "-", limit=40),
                               literal(finding.get("cause", ""), "bold red", limit=60),
-                              literal(finding.get("suggested_action") or finding.get("action") or "-", limit=30),
+                              literal(finding.get("suggested_action") or "-", limit=30),
                               key=str(finding.get("id", index)))
             if self.findings:
                 table.move_cursor(row=min(cursor, len(self.findings) - 1), animate=False)
@@ -128,7 +127,8 @@ class TriageScreen(ViewScreen):
             return
         evidence = finding.get("evidence", "")
         text = evidence if isinstance(evidence, str) else json.dumps(evidence, indent=2, ensure_ascii=False)
-        body = Text(clean(finding.get("cause", ""), 200) + "\n", style="bold")
+        body = Text(clean(finding.get("cause", ""), 200) + ": " + clean(finding.get("summary", ""), 500) + "\n",
+                    style="bold")
         body.append("\n".join(clean(line) for line in text.splitlines()[:400]))
         box.update(body)
 
@@ -144,12 +144,12 @@ class TriageScreen(ViewScreen):
         finding = self.selected()
         if not finding or "id" not in finding:
             return
-        target = str(finding.get("target") or finding.get("host") or finding["id"])
+        target = str(finding.get("host") or finding["id"])
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_action(f"triage {verb} {target}", lambda: self.source.run_cli(
-                    f"triage {verb}", target, ["triage", "act", str(finding["id"]), verb]))
+                    f"triage {verb}", target, ["triage", "act", str(finding["id"]), verb, "--yes"]))
 
         self.app.push_screen(ConfirmScreen(ACTIONS[verb], [target]), confirmed)
 
