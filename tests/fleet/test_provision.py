@@ -217,3 +217,55 @@ def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[S
     started = fleet("start", "host2")
     assert started.returncode == 0 and "started (pid" in started.stdout
     wait_for(lambda: "host2" in {w["id"] for w in client.list_workers()}, timeout=30, message="agent back")
+
+
+LEAK_HOOK = '''\
+# Test-only hook: while a job runs, the real fleetdeck agent leaks FLEETDECK_TEST_LEAK_MB MiB
+# every 0.5 s (a leak per task, so the limit is always crossed mid-task).
+import os, threading, time
+_mb = int(os.environ.pop("FLEETDECK_TEST_LEAK_MB", "0") or 0)  # popped: the agent's jobs do not leak
+if _mb:
+    def _leak():
+        import psutil
+        me, hoard = psutil.Process(), []
+        while True:
+            time.sleep(0.5)
+            if not me.children():
+                continue
+            chunk = bytearray(_mb * 2**20)
+            chunk[::4096] = b"x" * len(chunk[::4096])
+            hoard.append(chunk)
+    threading.Thread(target=_leak, daemon=True).start()
+'''
+
+
+def test_leaking_real_agent_is_restarted_between_tasks(ssh_hosts: list[SSHHost], client: Client,
+                                                       bundle: wheelhouse.Bundle) -> None:
+    """The real agent, made to leak by a ``sitecustomize`` hook, passes its memory limit while a
+    task runs; the supervisor waits for the task to finish, then restarts it and says why."""
+    host = ssh_hosts[0]
+    host.reset()
+    trust([host])
+    hook = host.home / "leak-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LEAK_HOOK)
+    command = ["env", f"PYTHONPATH={hook}", "FLEETDECK_TEST_LEAK_MB=20", "{venv}/bin/python", "-m", "fleetdeck.app",
+               "agent", "--name", "host0", "--queue", "leak-q"]
+    limits = {"memory_limit_mb": 200, "hard_limit_mb": 4000, "sample_interval_s": 0.5}
+    inv = inventory.from_dict({"hosts": [host.inventory_entry(agent_command=command, limits=limits)]})
+    (result,) = provision.Provisioner(inv, bundle, client).provision(inv.hosts)
+    assert result.status == "changed", result.error
+    wait_for(lambda: "host0" in {w["id"] for w in client.list_workers()}, timeout=60, message="agent up")
+
+    task = client.create_task(name="during-leak", project="fleet",
+                              script={"entry_point": "t.py", "code": "import time\ntime.sleep(12)\nprint('ok')\n"})
+    client.enqueue(task["id"], "leak-q")
+    restart = wait_for(lambda: [r for r in client.get("/fleet/hosts/host0/restarts")["items"] if r["kind"] == "leak"],
+                       timeout=120, message="leak restart")[0]
+    done = wait_for(lambda: (t := client.get_task(task["id"]))["status"] in ("completed", "failed") and t,
+                    timeout=60, message="task finished")
+    assert done["status"] == "completed", done.get("status_reason")  # never killed by the restart
+    assert restart["at_safe_point"] is True and "over the limit 200 MiB" in restart["reason"]
+    assert restart["ts"] >= done["runtime"]["agent"]["phases"]["running"]["ended"] - 1.0
+    assert max(m for _, m in restart["memory_curve"]) > 200
+    wait_for(lambda: "host0" in {w["id"] for w in client.list_workers()}, timeout=60, message="agent back")
