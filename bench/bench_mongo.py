@@ -115,9 +115,8 @@ def part1(points: int, console_lines: int) -> None:
     print(f"{'total':22} {sum(c for c, _ in sizes.values()):>10,} {total:>12,}")
     scalars = sizes.get("events.scalars", (0, 0))[1]
     print(f"\nscalar bytes per point: {scalars / (10 * points):.1f} (24 of them the packed point)")
-    console = sizes.get("events.console", (0, 0))
-    if console[0]:
-        print(f"console bytes per line: {console[1] / console[0]:.0f}")
+    console = sizes.get("events.console", (0, 0))[1]
+    print(f"console bytes per line: {console / console_lines:.0f} (lines of ~45 characters)")
     print(f"embedded server, same task: {events_bytes:,} bytes of event files")
 
 

@@ -8,14 +8,17 @@ Collections (in the store's database)::
     events.scalars  the points, bucketed: one document per series per batch (split at 50,000
                     points), 24-byte records <i8 iteration, f8 value, f8 time> in one binary field,
                     indexed by (task, metric, variant, ordinal, part)
-    events.console  one document per line, _id "<task>/<n>" (so a line number is taken once),
-                    indexed by (task, n)
+    events.console  console lines, bucketed too: one document per batch (split at 2,000 lines or
+                    2 M characters) holding lines first_n..last_n as parallel arrays (line, ts, and one
+                    character of ``streams`` per line: "o" stdout, "e" stderr), indexed by
+                    (task, first_n)
     events.other    plots, images, tables, text: the event as posted (JSON bytes) and its kind
 
 Why buckets and not one document per point: a point costs 24 bytes in a bucket against about 90
 bytes plus two index entries as its own document, and reading a 1,000,000-point series is ~40
 documents instead of 1,000,000 (this is the bucket pattern MongoDB's time-series collections use
-internally). Buckets are ordered by arrival (``ordinal``), as the embedded store's segment files
+internally). Console lines are bucketed for the same reason: about 70 bytes and one write per
+batch instead of about 185 bytes and one write per line. Buckets are ordered by arrival (``ordinal``), as the embedded store's segment files
 are, so both stores answer the same points in the same order.
 
 Exactly once without transactions (so a standalone server, a replica set and a sharded cluster all
@@ -52,10 +55,16 @@ CONSOLE = "events.console"
 OTHER = "events.other"
 BUCKET_POINTS = 50_000
 """Points per scalar document at most (50,000 x 24 B = 1.2 MB, far under BSON's 16 MB)."""
+BUCKET_LINES = 2_000
+BUCKET_LINE_CHARS = 2 * 1024 * 1024
+"""Console lines per document at most, and their characters at most (a line is at most 64 K
+characters, so a bucket stays under 9 MB of UTF-8 whatever the text)."""
+STREAMS = {"stdout": "o", "stderr": "e"}
+STREAM_NAMES = {code: name for name, code in STREAMS.items()}
 
 EVENT_INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SCALARS: [([("task", 1), ("metric", 1), ("variant", 1), ("ordinal", 1), ("part", 1)], {})],
-    CONSOLE: [([("task", 1), ("n", 1)], {})],
+    CONSOLE: [([("task", 1), ("first_n", 1)], {})],
     OTHER: [([("task", 1), ("ordinal", 1), ("i", 1)], {}), ([("task", 1), ("kind", 1)], {})],
     SERIES: [([("task", 1), ("order", 1)], {})],
     BATCHES: [([("task", 1)], {})],
@@ -105,12 +114,7 @@ class MongoEventStore(EventStore):
                         "first_iteration": int(chunk["iteration"][0]), "n": len(chunk),
                         "points": chunk.tobytes()})
             _insert_idempotent(self.db[SCALARS], bucket_docs)
-            now = time.time()
-            _insert_idempotent(self.db[CONSOLE], [
-                {"_id": f"{task_id}/{console_base + i}", "task": task_id, "n": console_base + i,
-                 "ts": entry.get("ts") or now, "stream": entry.get("stream", "stdout"),
-                 "line": _clip(entry.get("line", ""))}
-                for i, entry in enumerate(console)])
+            _insert_idempotent(self.db[CONSOLE], _console_buckets(task_id, batch_id, console_base, console))
             _insert_idempotent(self.db[OTHER], [
                 {"_id": f"{task_id}/{batch_id}/e{i}", "task": task_id, "ordinal": ordinal, "i": i,
                  "kind": kind, "raw": raw}
@@ -205,9 +209,19 @@ class MongoEventStore(EventStore):
             end = min(total, start + limit)
             if start >= end:
                 return [], total
-            found = self.db[CONSOLE].find({"task": task_id, "n": {"$gte": start, "$lt": end}},
-                                          {"_id": 0, "ts": 1, "stream": 1, "line": 1, "n": 1}).sort([("n", 1)])
-            lines = [{"ts": d["ts"], "stream": d["stream"], "line": d["line"], "n": d["n"]} for d in found]
+            # The bucket holding line ``start`` begins at or before it: find where, then read on.
+            first = list(self.db[CONSOLE].find({"task": task_id, "first_n": {"$lte": start}}, {"first_n": 1})
+                         .sort([("first_n", -1)]).limit(1))
+            low = first[0]["first_n"] if first else start
+            buckets = self.db[CONSOLE].find({"task": task_id, "first_n": {"$gte": low, "$lt": end}},
+                                            {"first_n": 1, "lines": 1, "ts": 1, "streams": 1}).sort([("first_n", 1)])
+            lines = []
+            for bucket in buckets:
+                for i, text in enumerate(bucket["lines"]):
+                    n = bucket["first_n"] + i
+                    if start <= n < end:
+                        lines.append({"ts": bucket["ts"][i], "stream": STREAM_NAMES[bucket["streams"][i]],
+                                      "line": text, "n": n})
         return lines, total
 
     def read_events(self, task_id: str, kind: str | None = None) -> list[dict[str, Any]]:
@@ -274,6 +288,26 @@ def _summary(doc: dict[str, Any]) -> SeriesSummary:
     return SeriesSummary(metric=doc["metric"], variant=doc["variant"], count=int(doc.get("count", 0)),
                          last=doc.get("last"), last_iteration=doc.get("last_iteration"),
                          min=doc.get("min"), max=doc.get("max"))
+
+
+def _console_buckets(task_id: str, batch_id: str, base: int, console: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's console lines as bucket documents, numbered from ``base``, ids fixed by the batch."""
+    now = time.time()
+    buckets: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    size = 0
+    for i, entry in enumerate(console):
+        text = _clip(entry.get("line", ""))
+        if current is None or len(current["lines"]) >= BUCKET_LINES or size + len(text) > BUCKET_LINE_CHARS:
+            current = {"_id": f"{task_id}/{batch_id}/c{len(buckets)}", "task": task_id, "first_n": base + i,
+                       "lines": [], "ts": [], "streams": ""}
+            buckets.append(current)
+            size = 0
+        current["lines"].append(text)
+        current["ts"].append(entry.get("ts") or now)
+        current["streams"] += STREAMS.get(entry.get("stream", "stdout"), "o")
+        size += len(text)
+    return buckets
 
 
 def _series_id(task_id: str, metric: str, variant: str) -> str:

@@ -67,8 +67,10 @@ def fill(events: EventStore) -> None:
         assert not result.duplicate
 
 
-def test_same_answers_as_the_embedded_store(mongo_events_store: MongoEventStore,
-                                            file_events: FileEventStore) -> None:
+@pytest.mark.parametrize("bucket_lines", [2000, 3])
+def test_same_answers_as_the_embedded_store(mongo_events_store: MongoEventStore, file_events: FileEventStore,
+                                            monkeypatch: pytest.MonkeyPatch, bucket_lines: int) -> None:
+    monkeypatch.setattr(mongo_events, "BUCKET_LINES", bucket_lines)  # 3: pages span many console buckets
     fill(mongo_events_store)
     fill(file_events)
     assert [s.as_dict() for s in mongo_events_store.list_series(TASK)] == \
@@ -81,7 +83,7 @@ def test_same_answers_as_the_embedded_store(mongo_events_store: MongoEventStore,
         assert mongo_events_store.read_points(TASK, metric, variant).tobytes() == \
             file_events.read_points(TASK, metric, variant).tobytes()
     assert mongo_events_store.read_series(TASK, "loss", "train", 100)["downsampled"] is True
-    for start, limit in ((0, 1000), (5, 10), (-4, 10), (40, 10), (-100, 3)):
+    for start, limit in ((0, 1000), (5, 10), (-4, 10), (40, 10), (-100, 3), (7, 1), (8, 6)):
         assert mongo_events_store.read_console(TASK, start, limit) == file_events.read_console(TASK, start, limit)
     for kind in (None, "plot", "text", "table"):
         assert mongo_events_store.read_events(TASK, kind) == file_events.read_events(TASK, kind)
