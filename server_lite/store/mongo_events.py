@@ -9,17 +9,18 @@ Collections (in the store's database)::
                     points), 24-byte records <i8 iteration, f8 value, f8 time> in one binary field,
                     indexed by (task, metric, variant, ordinal, part)
     events.console  console lines, bucketed too: one document per batch (split at 2,000 lines or
-                    2 M characters) holding lines first_n..last_n as parallel arrays (line, ts, and one
-                    character of ``streams`` per line: "o" stdout, "e" stderr), indexed by
-                    (task, first_n)
+                    2 M characters) holding lines from first_n on as parallel arrays (lines, ts,
+                    and one character of ``streams`` per line: "o" stdout, "e" stderr), indexed
+                    by (task, first_n)
     events.other    plots, images, tables, text: the event as posted (JSON bytes) and its kind
 
 Why buckets and not one document per point: a point costs 24 bytes in a bucket against about 90
 bytes plus two index entries as its own document, and reading a 1,000,000-point series is ~40
 documents instead of 1,000,000 (this is the bucket pattern MongoDB's time-series collections use
-internally). Console lines are bucketed for the same reason: about 70 bytes and one write per
-batch instead of about 185 bytes and one write per line. Buckets are ordered by arrival (``ordinal``), as the embedded store's segment files
-are, so both stores answer the same points in the same order.
+internally). Console lines are bucketed for the same reason: 64 bytes and one write per batch
+instead of 185 bytes and one write per line (45-character lines). Buckets are ordered by arrival
+(``ordinal``), as the embedded store's segment files are, so both stores answer the same points in
+the same order.
 
 Exactly once without transactions (so a standalone server, a replica set and a sharded cluster all
 work the same): the batch's intent document (``pending``, holding its ordinal and its first
