@@ -150,15 +150,21 @@ class VenvCache:
         """
         key = self.key(requirements)
         path = self.root / key
-        with self._lock(key, exclusive=True):
-            installed = not (path / ".complete").exists()
-            if installed:
-                self._make_room(keep=key)
-                self._build(path, requirements, deadline)
+        installed = False
+        with self._lock(key, exclusive=False) as held:
+            if not (path / ".complete").exists():
+                # Build under the exclusive lock, then come back for a shared one: many jobs may
+                # share a venv at once, and eviction (exclusive, non-blocking) skips it meanwhile.
+                fcntl.flock(held, fcntl.LOCK_UN)
+                with self._lock(key, exclusive=True):
+                    if not (path / ".complete").exists():
+                        self._make_room(keep=key)
+                        self._build(path, requirements, deadline)
+                        installed = True
+                fcntl.flock(held, fcntl.LOCK_SH)
+                if not (path / ".complete").exists():  # evicted between the locks: very unlikely
+                    raise VenvError(f"venv {key} was evicted before the job started; retry the task")
             os.utime(path / ".complete")
-        with self._lock(key, exclusive=False):
-            if not (path / ".complete").exists():  # evicted between the two locks: very unlikely
-                raise VenvError(f"venv {key} was evicted before the job started; retry the task")
             yield Venv(path=path, key=key, installed=installed)
 
     def entries(self) -> list[Path]:

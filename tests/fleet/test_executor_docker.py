@@ -70,7 +70,7 @@ def test_task_runs_in_container_with_only_its_scoped_token(
     assert agent_token not in console
     assert "docker socket: False" in console
     assert done["runtime"]["agent"]["phases"].keys() >= {"cloning", "pulling", "starting", "running", "uploading"}
-    assert not docker_client.containers.list(all=True, filters={"label": f"fleetdeck.task={probe}"})  # type: ignore[attr-defined]
+    assert not docker_client.api.containers(all=True, filters={"label": f"fleetdeck.task={probe}"})  # type: ignore[attr-defined]
 
 
 def test_abort_removes_the_container(client: Client, start_agent: AgentFactory, job_image: str,
@@ -79,11 +79,11 @@ def test_abort_removes_the_container(client: Client, start_agent: AgentFactory, 
     start_agent("docker2", "--docker", job_image)
     wait_for(lambda: "tick" in _console(client, looping), timeout=90, message="the container to print")
     label = {"label": f"fleetdeck.task={looping}"}
-    assert docker_client.containers.list(filters=label)  # type: ignore[attr-defined]
+    api = docker_client.api  # type: ignore[attr-defined]  # the low-level list does not race with removal
+    assert api.containers(filters=label)
     aborted = time.monotonic()
     client.set_status(looping, "aborted", "test")
-    wait_for(lambda: not docker_client.containers.list(all=True, filters=label), timeout=10,  # type: ignore[attr-defined]
-             message="the container to be removed")
+    wait_for(lambda: not api.containers(all=True, filters=label), timeout=10, message="the container to be removed")
     assert time.monotonic() - aborted < 10
     assert client.get_task(looping)["status"] == "aborted"
 

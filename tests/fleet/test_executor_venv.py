@@ -57,3 +57,30 @@ def test_free_space_floor_refuses_a_build_with_the_reason(tmp_path: Path) -> Non
     with pytest.raises(VenvError, match=r"GiB free under .*, below the .* GiB floor, even after evicting"):
         cache._make_room(keep="new")
     assert not stale.exists(), "unused entries go first when the disk is below the floor"
+
+
+def test_jobs_share_a_cached_venv_at_the_same_time(tmp_path: Path) -> None:
+    """A job holding a venv must not block a second job on the same venv (one per GPU set at once)."""
+    import threading
+
+    cache = VenvCache(tmp_path)
+    _fake_entry(cache, cache.key(["a==1"]), 0)
+    entered = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with cache.use(["a==1"]):
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    try:
+        assert entered.wait(10)
+        started = time.monotonic()
+        with cache.use(["a==1"]) as venv:
+            assert venv.installed is False
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        holder.join()
