@@ -34,6 +34,7 @@ DEFAULTS_PATH = Path(__file__).with_name("pricing_defaults.toml")
 """The shipped defaults: a link to ``configs/pricing.toml`` in a checkout, a copy in a wheel."""
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
+_SIZE = re.compile(r"\d+GB")
 
 
 def _tokens(text: str) -> list[str]:
@@ -102,6 +103,9 @@ class PriceBook:
         candidates = [m for m in self.gpus if m.matches(tokens)]
         if not candidates:
             return None
+        if not memory_total_mib:  # "A100-SXM4-40GB", an inventory's "H100-80GB": the size is in the name
+            sizes = [int(t[:-2]) for t in tokens if _SIZE.fullmatch(t)]
+            memory_total_mib = sizes[0] * 1024 if sizes else None
         if memory_total_mib and len(candidates) > 1:
             gib = memory_total_mib / 1024
             return min(candidates, key=lambda m: abs((m.memory_gib or gib) - gib))

@@ -28,7 +28,9 @@ def test_shipped_defaults_are_the_documented_config_file() -> None:
     ("NVIDIA H100 PCIe", 81559, "H100"),
     ("NVIDIA A100-SXM4-80GB", 81920, "A100 80GB"),
     ("NVIDIA A100-SXM4-40GB", 40960, "A100 40GB"),
-    ("NVIDIA A100-PCIE-40GB", None, "A100 80GB"),  # no memory reported: the first A100 entry
+    ("NVIDIA A100-PCIE-40GB", None, "A100 40GB"),  # no memory reported: the size in the name
+    ("A100-40GB", None, "A100 40GB"),  # as `fleetdeck fleet add --gpu-model` records it
+    ("NVIDIA A100", None, "A100 80GB"),  # nothing to tell: the first A100 entry
     ("NVIDIA L40S", 46068, "L40S"),
     ("NVIDIA L4", 23034, "L4"),
     ("NVIDIA A10G", 23028, "A10G"),
