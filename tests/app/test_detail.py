@@ -18,7 +18,7 @@ async def open_detail(app: Any, pilot: Any, task_id: str, tab: str = "overview")
     """Open the detail view of ``task_id`` on ``tab`` and wait until it has loaded the task."""
     app.open_task(task_id, tab)
     return await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.record is not None
-                       and app.screen.query("#resource-panel") and app.screen, message="the detail view")
+                       and tab in app.screen.built and app.screen, message="the detail view")
 
 
 def test_overview_parameters_code_and_environment(tui_client: Client, runs: list[dict[str, Any]]) -> None:
@@ -28,14 +28,18 @@ def test_overview_parameters_code_and_environment(tui_client: Client, runs: list
         screen = await open_detail(app, pilot, child["id"])
         overview = _plain(screen.query_one("#overview-body", Static))
         assert "resnet-lr0.05" in overview and "completed" in overview
+        await pilot.press("p")
+        await until(pilot, lambda: "parameters" in screen.built)
         params = screen.query_one("#params-table", DataTable)
         rows = {str(params.get_row_at(i)[2]): params.get_row_at(i) for i in range(params.row_count)}
         assert str(rows["lr"][0]) == "●" and str(rows["lr"][3]) == "0.05"  # overridden vs its parent
         assert str(rows["epochs"][0]) == " "
         await pilot.press("g")
+        await until(pilot, lambda: "code" in screen.built)
         code = _plain(screen.query_one("#code-body", Static))
         assert "uncommitted changes" in code and "+lr = 0.01" in code and "0" * 40 in code
         await pilot.press("v")
+        await until(pilot, lambda: "environment" in screen.built)
         packages = screen.query_one("#packages-table", DataTable)
         assert {str(packages.get_row_at(i)[0]) for i in range(packages.row_count)} == {"numpy", "torch"}
 
@@ -76,8 +80,9 @@ def test_resources_tab_shows_monitor_series_only(tui_client: Client, runs: list[
         panel = screen.query_one("#resource-panel", SeriesPanel)
         await until(pilot, lambda: panel.shown is not None)
         assert [s["variant"] for s in panel.series] == ["cpu_percent"]
-        metrics = screen.query_one("#metric-panel", SeriesPanel)
         await pilot.press("m")
+        await until(pilot, lambda: "metrics" in screen.built)
+        metrics = screen.query_one("#metric-panel", SeriesPanel)
         await until(pilot, lambda: metrics.series)
         assert {s["metric"] for s in metrics.series} == {"loss", "accuracy"}
 

@@ -6,6 +6,7 @@ data only when first shown. The console keeps polling (follow mode) while the sc
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from fleetdeck.app.tui.fmt import age, clean, duration, literal, number, size, status_text, task_duration
@@ -57,29 +59,36 @@ class DetailScreen(ViewScreen):
         self.initial_tab = tab if tab in TABS else "overview"
         self.record: dict[str, Any] | None = None
         self.parent_task: dict[str, Any] | None = None
+        self.built: set[str] = set()
+        """Tabs whose widgets exist (each is built when first shown)."""
+        self._mounted: dict[str, asyncio.Event] = {}
 
     def compose_body(self) -> ComposeResult:
         yield Static(Text(f"experiment {self.task_id}", style="bold"), id="detail-title")
         with TabbedContent(initial=self.initial_tab, id="detail-tabs"):
-            with TabPane("Overview", id="overview"):
-                yield VerticalScroll(Static("loading…", id="overview-body"))
-            with TabPane("Parameters", id="parameters"):
-                yield DataTable(id="params-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("Metrics", id="metrics"):
-                yield SeriesPanel(self.source, self.task_id, id="metric-panel")
-            with TabPane("Console", id="console"):
-                yield Static(id="console-status")
-                yield Input(placeholder="search the console (Enter; n: next match)", id="console-search")
-                yield ConsoleView(self.source, self.task_id, poll_s=self.fd_app.poll_s / 2, id="console-view")
-            with TabPane("Artifacts", id="artifacts"):
-                yield DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("Code", id="code"):
-                yield VerticalScroll(Static("loading…", id="code-body"))
-            with TabPane("Environment", id="environment"):
-                yield VerticalScroll(Static("loading…", id="env-body"))
-                yield DataTable(id="packages-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("Resources", id="resources"):
-                yield SeriesPanel(self.source, self.task_id, resources=True, id="resource-panel")
+            for tab in TABS:
+                yield TabPane(tab.capitalize(), id=tab)
+
+    def _pane_widgets(self, tab: str) -> list[Widget]:
+        """The widgets of one tab, built the first time the tab is shown (opening stays cheap)."""
+        if tab == "overview":
+            return [VerticalScroll(Static("loading…", id="overview-body"))]
+        if tab == "parameters":
+            return [DataTable(id="params-table", cursor_type="row", zebra_stripes=True)]
+        if tab == "metrics":
+            return [SeriesPanel(self.source, self.task_id, id="metric-panel")]
+        if tab == "console":
+            return [Static(id="console-status"),
+                    Input(placeholder="search the console (Enter; n: next match)", id="console-search"),
+                    ConsoleView(self.source, self.task_id, poll_s=self.fd_app.poll_s / 2, id="console-view")]
+        if tab == "artifacts":
+            return [DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)]
+        if tab == "code":
+            return [VerticalScroll(Static("loading…", id="code-body"))]
+        if tab == "environment":
+            return [VerticalScroll(Static("loading…", id="env-body")),
+                    DataTable(id="packages-table", cursor_type="row", zebra_stripes=True)]
+        return [SeriesPanel(self.source, self.task_id, resources=True, id="resource-panel")]
 
     def on_mount(self) -> None:
         self.refresh_data()
@@ -104,7 +113,8 @@ class DetailScreen(ViewScreen):
 
     def _failed(self, error: FleetdeckError) -> None:
         self.poll_failed(error)
-        self.query_one("#overview-body", Static).update(Text(f"cannot load the experiment: {error}", style="red"))
+        self.query_one("#detail-title", Static).update(Text(f"cannot load experiment {self.task_id}: {error}",
+                                                            style="bold red"))
 
     def _loaded(self, task: dict[str, Any], parent: dict[str, Any] | None) -> None:
         self.poll_succeeded()
@@ -115,11 +125,23 @@ class DetailScreen(ViewScreen):
         title.append("  ")
         title.append_text(status_text(task.get("status", "")))
         self.query_one("#detail-title", Static).update(title)
-        self.query_one("#overview-body", Static).update(self._overview(task))
-        self._fill_params(task, parent)
-        self.query_one("#code-body", Static).update(self._code(task))
-        self._fill_environment(task)
+        for tab in self.built:
+            self._fill(tab)
         self.refresh_bindings()
+
+    def _fill(self, tab: str) -> None:
+        """Show the loaded task in a built tab (tabs with their own data load it themselves)."""
+        task = self.record
+        if task is None:
+            return
+        if tab == "overview":
+            self.query_one("#overview-body", Static).update(self._overview(task))
+        elif tab == "parameters":
+            self._fill_params(task, self.parent_task)
+        elif tab == "code":
+            self.query_one("#code-body", Static).update(self._code(task))
+        elif tab == "environment":
+            self._fill_environment(task)
 
     # -- tabs ------------------------------------------------------------------------------
 
@@ -127,10 +149,17 @@ class DetailScreen(ViewScreen):
         self.query_one("#detail-tabs", TabbedContent).active = tab
 
     @on(TabbedContent.TabActivated, "#detail-tabs")
-    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._activated(str(event.pane.id))
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        await self._activated(str(event.pane.id))
 
-    def _activated(self, tab: str) -> None:
+    async def _activated(self, tab: str) -> None:
+        if tab not in self._mounted:
+            self._mounted[tab] = asyncio.Event()
+            await self.query_one(f"#{tab}", TabPane).mount(*self._pane_widgets(tab))
+            self.built.add(tab)
+            self._fill(tab)
+            self._mounted[tab].set()
+        await self._mounted[tab].wait()
         if tab == "metrics":
             self.query_one("#metric-panel", SeriesPanel).load()
         elif tab == "resources":
@@ -145,12 +174,12 @@ class DetailScreen(ViewScreen):
         if action == "abort":
             return bool(self.record and self.record.get("status") in ABORTABLE)
         if action == "search":
-            return self.query_one("#detail-tabs", TabbedContent).active == "console"
+            return "console" in self.built and self.query_one("#detail-tabs", TabbedContent).active == "console"
         return True
 
     def action_back(self) -> None:
-        search = self.query_one("#console-search", Input)
-        if search.display:
+        search = self.query("#console-search").first(Input) if "console" in self.built else None
+        if search is not None and search.display:
             search.display = False
             self.query_one("#console-view", ConsoleView).focus()
             return

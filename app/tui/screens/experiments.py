@@ -113,26 +113,50 @@ class ExperimentsScreen(ViewScreen):
         return query
 
     def _fetch(self) -> Page:
-        page = self.source.tasks(self.current_query(), self.page_tokens[-1])
-        self._fetch_sparks(page.items)
-        return page
+        return self.source.tasks(self.current_query(), self.page_tokens[-1])
 
-    def _fetch_sparks(self, items: list[dict[str, Any]]) -> None:
-        """Read a short downsampled series per key metric per row (only when it grew)."""
-        keys = self.metric_keys or _pick_metric_keys(items, self.fd_app.key_metrics)
+    def _stale_sparks(self, items: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(task id, metric key, summary) of the sparklines missing or older than the row's metric."""
+        wanted = []
         for task in items:
-            for key in keys:
+            for key in self.metric_keys:
                 summary = (task.get("metrics") or {}).get(key)
-                if not summary:
-                    continue
                 cached = self.sparks.get((task["id"], key))
-                if cached is not None and cached[0] == summary.get("count"):
-                    continue
+                if summary and (cached is None or cached[0] != summary.get("count")):
+                    wanted.append((task["id"], key, summary))
+        return wanted
+
+    def _load_sparks(self, items: list[dict[str, Any]]) -> None:
+        """After the page is painted, read a short downsampled series per stale sparkline (a thread)."""
+        wanted = self._stale_sparks(items)
+        if not wanted:
+            return
+
+        def fetch() -> None:
+            found: dict[tuple[str, str], tuple[int, str]] = {}
+            for task_id, key, summary in wanted:
                 try:
-                    series = self.source.series(task["id"], summary["metric"], summary["variant"], SPARK_POINTS)
+                    series = self.source.series(task_id, summary["metric"], summary["variant"], SPARK_POINTS)
+                    line = sparkline(series["values"])
                 except FleetdeckError:
-                    continue  # the value column still shows; the sparkline fills on the next poll
-                self.sparks[(task["id"], key)] = (summary.get("count", 0), sparkline(series["values"]))
+                    line = ""  # no points stored (yet): the value column still shows
+                found[(task_id, key)] = (summary.get("count", 0), line)
+            self.app.call_from_thread(self._sparks_loaded, found)
+
+        self.run_worker(fetch, thread=True, group="sparklines", exclusive=True, exit_on_error=False)
+
+    def _sparks_loaded(self, found: dict[tuple[str, str], tuple[int, str]]) -> None:
+        self.sparks.update(found)
+        table = self.query_one("#tasks", DataTable)
+        for (task_id, key), _ in found.items():
+            task = self.rows.get(task_id)
+            if task is None or key not in self.metric_keys:
+                continue
+            cells = self._cells(task)
+            try:
+                table.update_cell(task_id, f"m:{key}", cells[7 + self.metric_keys.index(key)])
+            except CellDoesNotExist:
+                pass
 
     def _apply(self, page: Page) -> None:
         self.poll_succeeded()
@@ -140,6 +164,7 @@ class ExperimentsScreen(ViewScreen):
         if not self.metric_keys:
             self.metric_keys = _pick_metric_keys(page.items, self.fd_app.key_metrics)
         self._paint(page.items)
+        self._load_sparks(page.items)
 
     def _failed(self, error: FleetdeckError) -> None:
         self.poll_failed(error)
