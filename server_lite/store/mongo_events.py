@@ -26,8 +26,9 @@ Exactly once without transactions (so a standalone server, a replica set and a s
 work the same): the batch's intent document (``pending``, holding its ordinal and its first
 console line number) is written first; every data document has an id derived from the batch, so a
 retried batch rewrites nothing that already landed; series summaries remember the last batch they
-absorbed, so a retry does not count a batch twice; the batch is marked ``done`` last. A resend of
-a done batch is answered as a duplicate.
+absorbed, so a retry does not count a batch twice (this assumes a task's batches arrive one after
+another, as the SDK sends them); the batch is marked ``done`` last. A resend of a done batch is
+answered as a duplicate.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ EVENT_INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SCALARS: [([("task", 1), ("metric", 1), ("variant", 1), ("ordinal", 1), ("part", 1)], {})],
     CONSOLE: [([("task", 1), ("first_n", 1)], {})],
     OTHER: [([("task", 1), ("ordinal", 1), ("i", 1)], {}), ([("task", 1), ("kind", 1)], {})],
-    SERIES: [([("task", 1), ("order", 1)], {})],
+    SERIES: [([("task", 1), ("first_ordinal", 1), ("first_index", 1)], {})],
     BATCHES: [([("task", 1)], {})],
 }
 
@@ -156,7 +157,9 @@ class MongoEventStore(EventStore):
         values = points["value"]
         finite = values[~np.isnan(values)]
         change: dict[str, Any] = {
-            "$setOnInsert": {"task": task_id, "metric": metric, "variant": variant, "order": [ordinal, index]},
+            # Two scalars, not an array: MongoDB sorts an array by its smallest element.
+            "$setOnInsert": {"task": task_id, "metric": metric, "variant": variant, "first_ordinal": ordinal,
+                             "first_index": index},
             "$inc": {"count": len(points)},
             "$set": {"last": _num(values[-1]), "last_iteration": int(points["iteration"][-1]),
                      "last_batch": batch_id},
@@ -177,7 +180,8 @@ class MongoEventStore(EventStore):
     def list_series(self, task_id: str) -> list[SeriesSummary]:
         check_id(task_id, "task id")
         with self._errors(f"series of task {task_id}"):
-            return [_summary(d) for d in self.db[SERIES].find({"task": task_id}).sort([("order", 1)])]
+            found = self.db[SERIES].find({"task": task_id}).sort([("first_ordinal", 1), ("first_index", 1)])
+            return [_summary(d) for d in found]
 
     def read_points(self, task_id: str, metric: str, variant: str) -> np.ndarray:
         check_id(task_id, "task id")
