@@ -147,6 +147,10 @@ async def dequeue(body: DequeueRequest, state: State, principal: Principal) -> d
     Returns ``{"task", "lease", "token"}``: ``token`` is scoped to this task and lease, for the job.
     """
     names = [_queue_name(n) for n in body.queues]
+    try:
+        check_name(body.worker, "worker name")
+    except BadName as exc:
+        raise HTTPException(400, str(exc)) from None
     deadline = time.monotonic() + body.wait_s
     while True:
         waiter = state.notifier.waiter()

@@ -112,6 +112,15 @@ def test_queue_order_and_leases_survive_a_server_restart(client: Client, server:
         assert _dequeue(after, "w2")["task"] is None
 
 
+def test_queues_are_served_in_the_workers_order(client: Client) -> None:
+    early_low = _queued(client, "early-low", queue="low")
+    late_high = _queued(client, "late-high", queue="high")
+    order = [_dequeue(client, "w1", queues=["high", "low"])["task"]["id"] for _ in range(2)]
+    assert order == [late_high, early_low]
+    with pytest.raises(RequestRejected, match="worker name must not contain"):
+        _dequeue(client, "../etc", queues=["high"])
+
+
 def test_enqueue_of_a_running_task_is_refused(client: Client) -> None:
     task_id = _queued(client, "running")
     _dequeue(client, "w1")
