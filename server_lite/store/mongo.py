@@ -148,7 +148,7 @@ class MongoStore(Store):
 
         try:
             yield
-        except DuplicateKeyError as exc:
+        except DuplicateKeyError:
             raise DuplicateId(f"{what}: a document with this id exists") from None
         except OperationFailure as exc:
             if exc.code in _OUT_OF_DISK:
