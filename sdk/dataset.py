@@ -406,7 +406,8 @@ class Dataset:
         self._doc = self._client.request("PATCH", f"/datasets/{self.id}", json={"manifest": sha})
         self._uploaded = sha
         self._save_draft()
-        skipped = sum(size for s, (_, size) in wanted.items() if s not in set(missing))
+        missing_set = set(missing)
+        skipped = sum(size for s, (_, size) in wanted.items() if s not in missing_set)
         return UploadStats(files=len(self._manifest), files_uploaded=len(missing), bytes_uploaded=sent,
                            bytes_skipped=skipped, manifest_bytes=len(blob))
 
