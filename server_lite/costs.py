@@ -14,6 +14,7 @@ running tasks are re-read on each report.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
 import time
@@ -338,9 +339,12 @@ def cost_report(state: ServerState, book: PriceBook, *, by: str = "project", sin
     """
     if by not in GROUPINGS:
         raise BadReportQuery(f"by must be one of {', '.join(GROUPINGS)}")
+    if not all(math.isfinite(v) for v in (since, until or 0.0)):
+        raise BadReportQuery("since and until must be finite unix times")
     started_at = time.perf_counter()
     now = time.time() if now is None else now
     until = now if until is None else min(until, now)
+    since = max(since, 0.0)  # nothing ran before 1970; keeps per-day splits of open windows finite
     if until <= since:
         raise BadReportQuery("the report period is empty: since must be before until (and before now)")
     hosts = {h.name: h for h in fleet_hosts(state)}

@@ -30,8 +30,10 @@ def _book() -> PriceBook:
 async def report(
     state: State,
     by: Literal["project", "user", "host", "queue", "task"] = "project",
-    since: Annotated[float | None, Query(description="period start (unix seconds); default 7 days ago")] = None,
-    until: Annotated[float | None, Query(description="period end (unix seconds); default now")] = None,
+    since: Annotated[float | None, Query(description="period start (unix seconds); default 7 days ago",
+                                        allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(description="period end (unix seconds); default now",
+                                        allow_inf_nan=False)] = None,
     top: Annotated[int, Query(ge=0, le=100)] = 10,
 ) -> dict[str, Any]:
     """Cost, GPU-hours and waste per group, per UTC day, and the top wasters, for one period."""

@@ -141,6 +141,12 @@ def test_bad_report_queries_are_refused_with_the_reason(api: Client) -> None:
         api.get("/costs/report", by="colour")
     with pytest.raises(RequestRejected, match="period is empty"):
         api.get("/costs/report", since=time.time() + 3600)
+    for value in ("nan", "inf", "-inf"):
+        with pytest.raises(RequestRejected, match="since"):
+            api.get("/costs/report", since=value)
+    with pytest.raises(RequestRejected, match="period is empty"):
+        api.get("/costs/report", since=1e308)
+    assert api.get("/costs/report", since=-1e308, until=1e308)["by"] == "project"
 
 
 def test_a_broken_pricing_file_is_named_in_the_error(api: Client, pricing_file: Path) -> None:
