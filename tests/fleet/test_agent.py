@@ -270,3 +270,30 @@ def test_one_task_at_a_time_per_gpu_set(client: Client, start_agent: AgentFactor
     assert {w["id"] for w in client.list_workers()} == {"multi:gpu0+1", "multi:gpu2"}
     gate.touch()
     assert [_finished(client, t)["status"] for t in ids] == ["completed"] * 3
+
+
+def test_execute_remotely_hands_the_run_to_an_agent(
+        server: ServerProcess, client: Client, start_agent: AgentFactory, tmp_path: Path) -> None:
+    script = tmp_path / "remote.py"
+    script.write_text(textwrap.dedent("""\
+        import argparse, os
+        import iniconfig  # the same imports as TRAIN, so the same cached venv serves both
+        from fleetdeck import Task
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--batch", type=int, default=32)
+        task = Task.init(project_name="agents", task_name="remote")
+        args = parser.parse_args()
+        task.execute_remotely(queue_name="default")
+        print(f"running remotely: batch={args.batch} on agent={'FLEETDECK_TASK_ID' in os.environ}")
+        """))
+    env = {**os.environ, "FLEETDECK_SERVER_URL": server.url, "FLEETDECK_API_TOKEN": server.admin_token}
+    local = subprocess.run([sys.executable, str(script), "--batch", "64"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert local.returncode == 0 and "running remotely" not in local.stdout, local.stderr
+    queued = wait_for(lambda: [t for t in client.list_tasks(project="agents")["items"] if t["status"] == "queued"],
+                      timeout=30, message="the task on the queue")[0]
+    start_agent("remote-agent")
+    done = _finished(client, queued["id"], timeout=180)
+    assert done["status"] == "completed"
+    assert "running remotely: batch=64 on agent=True" in _console(client, queued["id"])

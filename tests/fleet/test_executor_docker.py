@@ -73,6 +73,28 @@ def test_task_runs_in_container_with_only_its_scoped_token(
     assert not docker_client.api.containers(all=True, filters={"label": f"fleetdeck.task={probe}"})  # type: ignore[attr-defined]
 
 
+def test_task_init_in_the_container_applies_overrides(
+        client: Client, start_agent: AgentFactory, job_image: str, tmp_path: Path) -> None:
+    code = textwrap.dedent("""\
+        import argparse
+        from fleetdeck import Task
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--lr", type=float, default=0.1)
+        task = Task.init(project_name="docker", task_name="train")
+        args = parser.parse_args()
+        print(f"container lr={args.lr}")
+        """)
+    task = client.create_task(name="train", project="docker", script={"entry_point": "train.py", "code": code},
+                              hyperparams={"Args": {"lr": {"value": 0.05, "type": "float"}}})
+    client.enqueue(task["id"], "default")
+    start_agent("docker3", "--docker", job_image)
+    done = wait_for(lambda: (t := client.get_task(task["id"]))["status"] in ("completed", "failed") and not t["lease"]
+                    and t, timeout=90, message="the container task")
+    assert done["status"] == "completed", _console(client, task["id"]) + agent_log(tmp_path, "docker3")
+    assert "container lr=0.05" in _console(client, task["id"])
+
+
 def test_abort_removes_the_container(client: Client, start_agent: AgentFactory, job_image: str,
                                      docker_client: object) -> None:
     looping = _task(client, "looping", "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)\n")
