@@ -123,7 +123,8 @@ class _Placer:
                 (self.target / parent).mkdir(parents=True, exist_ok=True)
                 real = os.path.realpath(self.target / parent)
                 if real != self.real_target and not real.startswith(self.real_target + os.sep):
-                    raise HostilePath(f"folder {parent!r} in {self.target} leads out of it (to {real}); refused")
+                    raise HostilePath(f"folder {parent!r} in {self.target} leads out of it (to {real}); "
+                                      "refused")
                 self._checked.add(parent)
         if dest.is_dir() and not dest.is_symlink():
             raise HostilePath(f"{dest} is a folder, but the version has a file there; refused")
@@ -221,7 +222,8 @@ class LocalCopies:
     def verify(self, target: Path, manifest: Mapping[str, FileEntry], *, repair: bool, link: bool,
                progress: ProgressFactory = no_progress) -> VerifyReport:
         """Re-hash every file of a local copy against the manifest; optionally fetch what differs."""
-        present = {p: e for p, e in manifest.items() if (target / p).is_file() and not (target / p).is_symlink()}
+        present = {p: e for p, e in manifest.items()
+                   if (target / p).is_file() and not (target / p).is_symlink()}
         missing = sorted(manifest.keys() - present.keys())
         corrupted = self._check(target, present, progress)
         extra = sorted(_walk(target) - manifest.keys()) if target.is_dir() else []

@@ -33,7 +33,8 @@ _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _BAD_CHARS_IN_LINES = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
 _DRIVE_IN_LINES = re.compile(r"\n[A-Za-z]:")
-_BAD_PARTS_IN_LINES = ("\n\n", "//", "\n/", "/\n", "/./", "/../", "\n./", "\n../", "/.\n", "/..\n", "\n.\n", "\n..\n")
+_BAD_PARTS_IN_LINES = ("\n\n", "//", "\n/", "/\n", "/./", "/../", "\n./", "\n../", "/.\n", "/..\n",
+                       "\n.\n", "\n..\n")
 """Substrings that betray an absolute path or an empty, '.' or '..' part among newline-joined paths."""
 EXECUTABLE = 0o755
 REGULAR = 0o644
@@ -135,7 +136,8 @@ def check_collisions(paths: Iterable[str]) -> None:
     clash = folders.intersection(keys)
     if clash:
         key = min(clash)
-        raise HostilePath(f"dataset path {paths[keys.index(key)]!r} is a file and also a folder of other files")
+        raise HostilePath(f"dataset path {paths[keys.index(key)]!r} is a file and also a folder "
+                          "of other files")
 
 
 def encode(manifest: Mapping[str, FileEntry]) -> bytes:

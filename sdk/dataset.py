@@ -146,13 +146,15 @@ class Dataset:
 
     def __repr__(self) -> str:
         state = "final" if self.is_final else "draft"
-        return f"<Dataset {self.project}/{self.name} v{self.version} {state} {self.file_count} files id={self.id}>"
+        return (f"<Dataset {self.project}/{self.name} v{self.version} {state} {self.file_count} files "
+                f"id={self.id}>")
 
     # -- creating and finding --------------------------------------------------------------
 
     @classmethod
     def create(cls, dataset_name: str, dataset_project: str,
-               parent_datasets: Sequence[str | Dataset] | None = None, dataset_tags: Sequence[str] | None = None,
+               parent_datasets: Sequence[str | Dataset] | None = None,
+               dataset_tags: Sequence[str] | None = None,
                description: str = "", client: Client | None = None) -> Dataset:
         """Create a draft version; it starts with its parents' files (later parents win).
 
@@ -166,8 +168,9 @@ class Dataset:
         """
         client = client or _default_client()
         parent_ids = [p.id if isinstance(p, Dataset) else p for p in parent_datasets or []]
-        doc = client.post("/datasets", {"name": dataset_name, "project": dataset_project, "parents": parent_ids,
-                                        "tags": list(dataset_tags or []), "description": description})
+        doc = client.post("/datasets", {"name": dataset_name, "project": dataset_project,
+                                        "parents": parent_ids, "tags": list(dataset_tags or []),
+                                        "description": description})
         base = cls._parents_manifest(client, doc)
         dataset = cls(client, doc, dict(base), base)
         dataset._save_draft()
@@ -196,11 +199,13 @@ class Dataset:
 
     @classmethod
     def list_datasets(cls, dataset_project: str | None = None, dataset_name: str | None = None,
-                      tags: Sequence[str] | None = None, client: Client | None = None) -> list[dict[str, Any]]:
+                      tags: Sequence[str] | None = None,
+                      client: Client | None = None) -> list[dict[str, Any]]:
         """Version documents, newest first."""
         client = client or _default_client()
-        return client.get("/datasets", project=dataset_project, name=dataset_name, tag=list(tags or []) or None)[
-            "items"]
+        found = client.get("/datasets", project=dataset_project, name=dataset_name,
+                           tag=list(tags or []) or None)
+        return found["items"]  # type: ignore[no-any-return]
 
     @classmethod
     def _resolve(cls, client: Client, dataset_id: str | None, name: str | None, project: str | None,
@@ -265,7 +270,9 @@ class Dataset:
 
     def _add(self, files: list[SourceFile], progress: ProgressFactory | None, max_workers: int | None,
              dropping: Sequence[str] = ()) -> int:
-        """Hash ``files`` into the working manifest; collisions are checked first, so a refusal changes nothing.
+        """Hash ``files`` into the working manifest.
+
+        Collisions are checked before anything is hashed, so a refusal changes nothing.
 
         Args:
             dropping: paths about to be removed (a sync), which cannot collide with the new ones.
@@ -286,7 +293,8 @@ class Dataset:
         return changed
 
     def sync_folder(self, local_path: str | os.PathLike[str], dataset_path: str | None = None,
-                    progress: ProgressFactory | None = None, max_workers: int | None = None) -> tuple[int, int]:
+                    progress: ProgressFactory | None = None,
+                    max_workers: int | None = None) -> tuple[int, int]:
         """Make the dataset folder ``dataset_path`` mirror ``local_path``: add and update what is on disk,
         remove what is not.
 
@@ -294,8 +302,8 @@ class Dataset:
             (files removed, files added or changed), as ClearML's ``sync_folder``.
         """
         self._check_draft("sync files into")
-        prefix = manifests.check_path(dataset_path.strip("/")) + "/" if dataset_path and dataset_path.strip("/") \
-            else ""
+        folder = (dataset_path or "").strip("/")
+        prefix = manifests.check_path(folder) + "/" if folder else ""
         files = scan(local_path, dataset_path=dataset_path)
         on_disk = {f.dataset_path for f in files}
         gone = [p for p in self._manifest if p.startswith(prefix) and p not in on_disk]
@@ -381,7 +389,8 @@ class Dataset:
                 with open(source, "rb") as fh:
                     data = fh.read()
                 if len(data) != size or hashlib.sha256(data).digest().hex() != sha:
-                    raise DatasetError(f"{source} changed since it was added (content hash differs); add it again")
+                    raise DatasetError(f"{source} changed since it was added (content hash differs); "
+                                       "add it again")
                 header.append([sha, size])
                 contents.append(data)
             head = json.dumps(header).encode()
@@ -493,7 +502,8 @@ class Dataset:
         target = copies.root / "datasets" / self.id if cached else Path(path)  # type: ignore[arg-type]
         if cached and not target.is_dir():
             copies.cached_copy(self.id, self._manifest, progress or no_progress)
-        return copies.verify(target, self._manifest, repair=repair, link=cached, progress=progress or no_progress)
+        return copies.verify(target, self._manifest, repair=repair, link=cached,
+                             progress=progress or no_progress)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -506,8 +516,8 @@ class Dataset:
 
     def _check_draft(self, action: str) -> None:
         if self.is_final:
-            raise DatasetError(f"cannot {action} dataset {self.name!r} version {self.version}: it is finalized; "
-                               "create a new version with it as parent")
+            raise DatasetError(f"cannot {action} dataset {self.name!r} version {self.version}: "
+                               "it is finalized; create a new version with it as parent")
 
     def _save_draft(self) -> None:
         _write_draft(self.id, self._manifest, self._sources)
@@ -626,7 +636,8 @@ def _read_draft(dataset_id: str) -> tuple[Manifest, dict[str, str]] | None:
     except FileNotFoundError:
         return None
     except ValueError:
-        raise DatasetError(f"local state of draft {dataset_id} ({_draft_file(dataset_id)}) is damaged") from None
+        raise DatasetError(f"local state of draft {dataset_id} ({_draft_file(dataset_id)}) "
+                           "is damaged") from None
     manifest: Manifest = {}
     sources: dict[str, str] = {}
     for path, (sha, size, mode, source) in state["files"].items():

@@ -145,8 +145,8 @@ def create(ctx: click.Context, project: str, name: str, parents: tuple[str, ...]
     current.parent.mkdir(parents=True, exist_ok=True)
     current.write_text(draft.id)
     click.echo(draft.id)
-    click.echo(f"created {project}/{name} version {draft.version} (draft, {draft.file_count} files from parents)",
-               err=True)
+    click.echo(f"created {project}/{name} version {draft.version} "
+               f"(draft, {draft.file_count} files from parents)", err=True)
 
 
 @data.command("add")
@@ -258,8 +258,8 @@ def show(ctx: click.Context, ref: str, show_files: bool, as_json: bool) -> None:
             ("parents", ", ".join(doc["parents"]) or "-"), ("tags", ", ".join(doc["tags"]) or "-"),
             ("created", f"{ago(doc['created'])} by {doc['user']}"), ("manifest", doc["manifest"] or "-")]
     readers = dataset.readers()
-    rows.append(("used by", ", ".join(f"{r['task_name']} ({r['task'][:8]}, {r['task_status']})" for r in readers)
-                 or "no task yet"))
+    used_by = ", ".join(f"{r['task_name']} ({r['task'][:8]}, {r['task_status']})" for r in readers)
+    rows.append(("used by", used_by or "no task yet"))
     console.print(table(["FIELD", "VALUE"], rows))
     if show_files:
         console.print(table(["PATH", "SIZE", "SHA256"],
@@ -280,7 +280,8 @@ def diff(ctx: click.Context, ref: str, other: str | None) -> None:
     for path, mark in lines:
         click.echo(f"{mark} {path}")
     counts = changes.counts()
-    click.echo(f"{counts['added']} added, {counts['modified']} modified, {counts['removed']} removed", err=True)
+    click.echo(f"{counts['added']} added, {counts['modified']} modified, {counts['removed']} removed",
+               err=True)
 
 
 @data.command("get")
@@ -315,12 +316,14 @@ def verify(ctx: click.Context, ref: str, path: Path | None, no_repair: bool) -> 
     dataset = _dataset(ctx, ref)
     with progress_bars() as bars:
         report = dataset.verify(path, repair=not no_repair, progress=bars)
-    for label, paths in (("corrupted", report.corrupted), ("missing", report.missing), ("extra", report.extra)):
+    found = (("corrupted", report.corrupted), ("missing", report.missing), ("extra", report.extra))
+    for label, paths in found:
         for item in paths:
             fixed = " (repaired)" if item in report.repaired else ""
             click.echo(f"{label}: {item}{fixed}")
-    click.echo(f"checked {report.checked} files: {len(report.corrupted)} corrupted, {len(report.missing)} missing, "
-               f"{len(report.extra)} extra, {len(report.repaired)} repaired", err=True)
+    click.echo(f"checked {report.checked} files: {len(report.corrupted)} corrupted, "
+               f"{len(report.missing)} missing, {len(report.extra)} extra, {len(report.repaired)} repaired",
+               err=True)
     if not report.ok:
         raise click.exceptions.Exit(1)
 

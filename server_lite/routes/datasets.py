@@ -98,8 +98,11 @@ BATCH_MAX_BLOBS = 10_000
 _SYNC_THREADS = 32
 
 
-@router.post("/blobs/batch", tags=["blobs"], openapi_extra={
-    "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+_BINARY_BODY = {"requestBody": {"content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/blobs/batch", tags=["blobs"], openapi_extra=_BINARY_BODY)
 async def put_small_blobs(request: Request, state: State, principal: Principal) -> dict[str, int]:
     """Store many small blobs in one request (datasets of 100,000 small files would otherwise cost
     three requests per file).
@@ -293,8 +296,8 @@ def finalize_dataset(dataset_id: str, state: State, principal: Principal) -> Doc
     if doc["status"] == "final":
         return doc
     if not doc["manifest"]:
-        raise HTTPException(409, f"dataset {doc['name']!r} version {doc['version']} has no uploaded manifest; "
-                                 "upload it first")
+        raise HTTPException(409, f"dataset {doc['name']!r} version {doc['version']} has no uploaded "
+                                 "manifest; upload it first")
     manifest = _read_manifest(state, doc["manifest"])
     absent = {sha for sha in {e.sha256 for e in manifest.values()} if not state.blobs.exists(sha)}
     if absent:
@@ -334,8 +337,12 @@ def list_readers(dataset_id: str, state: State) -> dict[str, Any]:
     """Tasks that read this version, most recent read first, with their name and status."""
     load_dataset(state, dataset_id)
     reads = state.store.find(READERS, {"dataset": dataset_id}, sort=[("last_read", -1)])
-    tasks = {t["id"]: t for t in state.store.find(
-        "tasks", {"id": {"$in": [r["task"] for r in reads]}}, fields=["id", "name", "status", "project_name"])}
-    items = [{**r, "task_name": tasks.get(r["task"], {}).get("name"), "task_status": tasks.get(r["task"], {})
-              .get("status"), "project_name": tasks.get(r["task"], {}).get("project_name")} for r in reads]
+    found = state.store.find("tasks", {"id": {"$in": [r["task"] for r in reads]}},
+                             fields=["id", "name", "status", "project_name"])
+    tasks = {t["id"]: t for t in found}
+    items = []
+    for read in reads:
+        task = tasks.get(read["task"], {})  # a deleted task keeps its read record, without a name
+        items.append({**read, "task_name": task.get("name"), "task_status": task.get("status"),
+                      "project_name": task.get("project_name")})
     return {"items": items}

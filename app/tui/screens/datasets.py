@@ -224,21 +224,21 @@ class DatasetsScreen(ViewScreen):
             readers.clear()
             now = time.time()
             for reader in detail.readers:
+                age = now - reader["last_read"]
+                when = f"{int(age)}s ago" if age < 120 else time.strftime("%Y-%m-%d %H:%M",
+                                                                          time.localtime(reader["last_read"]))
                 readers.add_row(Text(reader["task"][:8]), literal(reader.get("task_name") or "?", limit=60),
-                                Text(reader.get("task_status") or "?"),
-                                Text(f"{int(now - reader['last_read'])}s ago" if now - reader["last_read"] < 120
-                                     else time.strftime("%Y-%m-%d %H:%M", time.localtime(reader["last_read"]))),
-                                key=reader["task"])
+                                Text(reader.get("task_status") or "?"), Text(when), key=reader["task"])
             diff = self.query_one("#datasets-diff", DataTable)
             diff.clear()
-            rows = sorted([(p, "+", "green") for p in detail.added] + [(p, "~", "yellow") for p in detail.modified]
+            rows = sorted([(p, "+", "green") for p in detail.added]
+                          + [(p, "~", "yellow") for p in detail.modified]
                           + [(p, "-", "red") for p in detail.removed])
             for path, mark, style in rows[:DIFF_ROWS]:
                 diff.add_row(Text(mark, style=style), literal(path, limit=300), key=f"{mark}{path}")
         against = "parents"
         if detail.base_id is not None:
-            base = self.versions.get(detail.base_id, {})
-            against = f"v{base.get('version', '?')} of {base.get('name', '?')} (marked)"
+            against = f"{self._describe(detail.base_id)} (marked)"
         shown = f" (first {DIFF_ROWS})" if len(rows) > DIFF_ROWS else ""
         self.query_one("#datasets-diff-title", Label).update(
             f"diff from {against}: +{len(detail.added)} added, ~{len(detail.modified)} modified, "
@@ -254,13 +254,17 @@ class DatasetsScreen(ViewScreen):
         text.append(f"{version['project_name']}/{version['name']} v{version['version']}", style="bold")
         text.append(f"  {version['status']}  id {version['id']}\n")
         text.append(f"{version['files']:,} files, {human_bytes(version['size'])}; "
-                    f"+{version['added']} ~{version['modified']} -{version['removed']} from parents {parents}\n")
+                    f"+{version['added']} ~{version['modified']} -{version['removed']} "
+                    f"from parents {parents}\n")
         text.append(f"tags: {', '.join(version['tags']) or '-'}   by {version['user']}   created "
                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(version['created']))}")
         if self.base is not None and self.base in self.versions:
-            text.append(f"\ndiff base: v{self.versions[self.base]['version']} of {self.versions[self.base]['name']}",
-                        style="magenta")
+            text.append(f"\ndiff base: {self._describe(self.base)}", style="magenta")
         self.query_one("#datasets-info", Static).update(text)
+
+    def _describe(self, dataset_id: str) -> str:
+        version = self.versions.get(dataset_id, {})
+        return f"v{version.get('version', '?')} of {version.get('name', '?')}"
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -268,8 +272,7 @@ class DatasetsScreen(ViewScreen):
         if self.selected is None:
             return
         self.base = self.selected
-        self.notify(f"diff base: v{self.versions[self.base]['version']} of {self.versions[self.base]['name']}; "
-                    "move to another version to compare")
+        self.notify(f"diff base: {self._describe(self.base)}; move to another version to compare")
         self._show_info()
         self._detail_poller.poll_now(invalidate=True)
 
