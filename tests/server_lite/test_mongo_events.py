@@ -1,4 +1,4 @@
-"""MongoEventStore on mongomock, checked against the embedded FileEventStore.
+"""MongoEventStore checked against the embedded FileEventStore (mongomock; real MongoDB when set).
 
 mongomock is an in-process imitation of MongoDB (no MongoDB server can be installed here); these
 tests prove the store's logic (bucketing, ordering, exactly-once bookkeeping, paging), not
@@ -19,15 +19,22 @@ from fleetdeck.server_lite.store import mongo_events
 from fleetdeck.server_lite.store.mongo import MongoStore
 from fleetdeck.server_lite.store.mongo_events import MongoEventStore
 from tests.server_lite.mongomock_support import atomic_mongomock_client
+from tests.server_lite.store_backends import BACKENDS
 
 TASK = "a" * 32
 
 
-@pytest.fixture
-def mongo_events_store() -> Iterator[MongoEventStore]:
-    store = MongoStore("mongodb://mongomock.invalid/fleetdeck", client=atomic_mongomock_client())
-    yield MongoEventStore(store)
-    store.close()
+@pytest.fixture(params=["mongomock", "mongodb"])
+def mongo_events_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MongoEventStore]:
+    """On mongomock always; on a real MongoDB too when ``FLEETDECK_TEST_MONGO_URI`` is set."""
+    if request.param == "mongomock":
+        store = MongoStore("mongodb://mongomock.invalid/fleetdeck", client=atomic_mongomock_client())
+        yield MongoEventStore(store)
+        store.close()
+        return
+    with BACKENDS["mongodb"](tmp_path) as real:
+        assert isinstance(real, MongoStore)
+        yield MongoEventStore(real)
 
 
 @pytest.fixture
