@@ -243,11 +243,10 @@ def test_leaking_real_agent_is_restarted_between_tasks(ssh_hosts: list[SSHHost],
                                                        bundle: wheelhouse.Bundle) -> None:
     """The real agent, made to leak by a ``sitecustomize`` hook, passes its memory limit while a
     task runs; the supervisor waits for the task to finish, then restarts it and says why."""
-    host = ssh_hosts[0]
-    host.reset()
+    host = ssh_hosts[0]  # not reset: when the first test installed it, only the config changes here
     trust([host])
     hook = host.home / "leak-hook"
-    hook.mkdir()
+    hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(LEAK_HOOK)
     command = ["env", f"PYTHONPATH={hook}", "FLEETDECK_TEST_LEAK_MB=20", "{venv}/bin/python", "-m", "fleetdeck.app",
                "agent", "--name", "host0", "--queue", "leak-q"]
