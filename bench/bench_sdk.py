@@ -158,7 +158,9 @@ def main() -> int:
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     points = args.points or (100_000 if args.quick else 1_000_000)
-    peer_points = 2_000 if args.quick else 20_000
+    peer_points = {"clearml": 20_000, "wandb": 20_000, "mlflow": 1_000}  # mlflow.log_metric: ~100 calls/s
+    if args.quick:
+        peer_points = {name: n // 10 for name, n in peer_points.items()}
     peers = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p.strip()]
 
     from fleetdeck.client import Client
@@ -180,11 +182,12 @@ def main() -> int:
         bare = [run_script(sys.executable, STARTUP["bare"], base_env)[0] for _ in range(repeats)]
         bare_median = statistics.median(bare)
 
-        # fleetdeck
+        progress("fleetdeck: start-up")
         times = []
         for _ in range(repeats):
             times.append(run_script(sys.executable, STARTUP["fleetdeck"], fd_env)[0])
             wait_helpers_done(spool)
+        progress(f"fleetdeck: {points:,} scalars")
         result = json.loads(run_script(sys.executable, RSS + SCALARS["fleetdeck"], {**fd_env, "N": str(points)})[1])
         with Client(url=server.url, token=server.admin_token) as client:
             visible = None
@@ -201,17 +204,18 @@ def main() -> int:
                                                       f"{visible:.2f}" if visible else "not within 120 s")
 
         for name in peers:
+            progress(f"{name}: venv, start-up, scalars")
             python, version = peer_python(name)
             if python is None:
                 columns[name] = {"skip": f"skipped ({version})"}
                 continue
             times = [run_script(python, STARTUP[name], base_env)[0] for _ in range(repeats)]
             try:
-                result = json.loads(run_script(python, RSS + SCALARS[name], {**base_env, "N": str(peer_points)})[1]
+                result = json.loads(run_script(python, RSS + SCALARS[name], {**base_env, "N": str(peer_points[name])})[1]
                                     .strip().splitlines()[-1])
             except (RuntimeError, ValueError, IndexError) as exc:
                 result = {"rate": float("nan"), "rss_mb": float("nan"), "error": str(exc)}
-            columns[f"{name} {version}"] = _column(times, bare_median, result, peer_points, "n/a (offline)")
+            columns[f"{name} {version}"] = _column(times, bare_median, result, peer_points[name], "n/a (offline)")
     finally:
         server.stop()
 
@@ -230,6 +234,10 @@ def main() -> int:
         cells = [columns[n].get("skip", "") if "skip" in columns[n] else columns[n].get(key, "") for n in names]
         print("| " + " | ".join([label.ljust(widths[0]), *(c.ljust(w) for c, w in zip(cells, widths[1:]))]) + " |")
     return 0
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _column(times: list[float], bare: float, result: dict[str, Any], points: int, visible: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from fleetdeck.spool import PROCESS, SpoolWriter
+
+
+EARLY_FLUSH_POINTS = 200_000
+"""A series with this many unsent points is flushed before the interval ends (about 5 MB)."""
 
 
 class Columns:
@@ -39,16 +44,18 @@ class Columns:
         self.auto = 0
         """Next iteration number for points reported without one."""
 
-    def take(self) -> tuple[int, bytes] | None:
+    def take(self) -> tuple[int, list[array]] | None:
+        """Remove and return the complete points (one copy of them; no buffer export, which would
+        make the writer's next append fail)."""
         n = len(self.times)
         if not n:
             return None
         self.auto = max(self.auto, self.iterations[n - 1] + 1)
-        payload = self.iterations[:n].tobytes() + self.values[:n].tobytes() + self.times[:n].tobytes()
+        columns = [self.iterations[:n], self.values[:n], self.times[:n]]
         del self.times[:n]
         del self.iterations[:n]
         del self.values[:n]
-        return n, payload
+        return n, columns
 
 
 class EventBuffer:
@@ -102,10 +109,16 @@ class EventBuffer:
     # -- flushing ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Flush every ``interval``, or sooner when a series holds ``EARLY_FLUSH_POINTS`` (bounds memory)."""
+        last = time.monotonic()
         while not self._stop:
-            self._wake.wait(self.interval)
+            self._wake.wait(min(self.interval, 0.1))
+            woken = self._wake.is_set()
             self._wake.clear()
-            self.flush()
+            if woken or time.monotonic() - last >= self.interval or any(
+                    len(cols.times) >= EARLY_FLUSH_POINTS for cols in list(self._all)):
+                self.flush()
+                last = time.monotonic()
 
     def flush(self) -> None:
         """Write everything buffered so far into the spool (safe from any thread)."""
@@ -120,12 +133,12 @@ class EventBuffer:
             header, payload = self.control.popleft()
             self._writer.write(header, payload)
         scalars: list[dict[str, Any]] = []
-        chunks: list[bytes] = []
+        chunks: list[array] = []
         for cols in list(self._all):
             taken = cols.take()
             if taken:
                 scalars.append({"metric": cols.metric, "variant": cols.variant, "n": taken[0]})
-                chunks.append(taken[1])
+                chunks.extend(taken[1])
         console = [self.console.popleft() for _ in range(len(self.console))]
         events = [self.events.popleft() for _ in range(len(self.events))]
         if not (scalars or console or events):
@@ -133,7 +146,7 @@ class EventBuffer:
         name = self._writer.next_name()
         header = {"kind": "events", "batch_id": f"{self.run_key}.{name}", "scalars": scalars,
                   "console": console, "events": events}
-        self._writer.write(header, b"".join(chunks))
+        self._writer.write(header, chunks)
 
     def _report_failure(self, exc: Exception) -> None:
         self.dropped += 1

@@ -42,7 +42,7 @@ def spool_root() -> Path:
     """
     explicit = os.environ.get("FLEETDECK_SPOOL_DIR")
     if explicit:
-        return Path(explicit)
+        return Path(explicit).absolute()  # the script may chdir; the helper starts elsewhere
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local/share") / "fleetdeck" / "spool"
 
@@ -94,15 +94,25 @@ class SpoolWriter:
     def next_name(self) -> str:
         return f"{self.producer}{self._next:010d}"
 
-    def write(self, header: dict[str, Any], payload: bytes = b"") -> str:
-        """Durably add one record; returns its name (``p0000000007``)."""
+    def write(self, header: dict[str, Any], payload: bytes | list[Any] = b"") -> str:
+        """Durably add one record; returns its name (``p0000000007``).
+
+        Args:
+            header: the record's JSON header.
+            payload: bytes, or a list of ``array.array`` columns written one after the other
+                (no concatenated copy).
+        """
         name = self.next_name()
         head = json.dumps(header, separators=(",", ":"), default=str).encode()
         tmp = self.folder / f".tmp-{name}"
         with open(tmp, "wb") as fh:
             fh.write(_HEADER.pack(MAGIC, len(head)))
             fh.write(head)
-            fh.write(payload)
+            if isinstance(payload, list):
+                for column in payload:
+                    column.tofile(fh)
+            else:
+                fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.folder / f"{name}.rec")
