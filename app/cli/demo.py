@@ -40,11 +40,12 @@ DEMO_PROJECT = "examples"
 @click.pass_context
 def demo(ctx: click.Context, runs: int, open_after: bool) -> None:
     """Fill the server with example experiments (real training scripts under Task.init)."""
-    if open_after and not ctx.find_root().obj.get("server_url"):
+    if open_after:
         from fleetdeck.app.embedded import ensure_server
 
-        settings = ensure_server()
-        ctx.find_root().obj.update(server_url=settings.url, token=settings.token)
+        root = ctx.find_root().obj
+        settings = ensure_server(url=root.get("server_url"), token=root.get("token"))
+        root.update(server_url=settings.url, token=settings.token)
     with make_client(ctx) as client:
         if open_after and client.list_tasks(project=DEMO_PROJECT, page_size=1)["items"]:
             click.echo("demo data already present")

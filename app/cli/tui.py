@@ -15,18 +15,18 @@ import sys
 
 import click
 
+from fleetdeck.config import ClientSettings
+
 VIEW_CHOICE = click.Choice(["experiments", "fleet", "queues", "triage", "costs", "datasets", "log"])
 
 
-def _settings(ctx: click.Context, start_embedded: bool) -> object:
-    from fleetdeck.config import ClientSettings
-
-    obj = ctx.find_root().obj or {}
-    if obj.get("server_url") or not start_embedded:
-        return ClientSettings.load(url=obj.get("server_url"), token=obj.get("token"))
+def _settings(ctx: click.Context) -> ClientSettings:
+    """The server named on the command line, in the environment or the config; a loopback one
+    that does not answer is started as the embedded server."""
     from fleetdeck.app.embedded import ensure_server
 
-    return ensure_server()
+    obj = ctx.find_root().obj or {}
+    return ensure_server(url=obj.get("server_url"), token=obj.get("token"))
 
 
 def launch(ctx: click.Context, readonly: bool = False, view: str = "experiments", view_filter: str = "") -> None:
@@ -35,13 +35,15 @@ def launch(ctx: click.Context, readonly: bool = False, view: str = "experiments"
     from fleetdeck.app.tui.data import DataSource
     from fleetdeck.app.tui.settings import load_settings
     from fleetdeck.client import Client
-    from fleetdeck.config import ClientSettings
 
     tui_settings = load_settings(binding_ids())
-    settings = _settings(ctx, start_embedded=True)
-    assert isinstance(settings, ClientSettings)
+    settings = _settings(ctx)
+    from fleetdeck.app.embedded import STARTED
+
     with Client(settings=settings) as client:
-        FleetdeckApp(DataSource(client, readonly=readonly), tui_settings, view=view, view_filter=view_filter).run()
+        app = FleetdeckApp(DataSource(client, readonly=readonly), tui_settings, view=view, view_filter=view_filter,
+                           notice=STARTED[-1] if STARTED else "")
+        app.run()
 
 
 @click.command()
@@ -68,10 +70,7 @@ def serve(ctx: click.Context, host: str, port: int, readonly: bool) -> None:
     if not loopback:
         raise click.BadParameter(f"{host!r} is not a loopback address: the served app can act with your token; "
                                  "reach it from elsewhere through an SSH tunnel", param_hint="--host")
-    from fleetdeck.config import ClientSettings
-
-    settings = _settings(ctx, start_embedded=True)
-    assert isinstance(settings, ClientSettings)
+    settings = _settings(ctx)
     from textual_serve.server import Server
 
     os.environ["FLEETDECK_SERVER_URL"] = settings.url

@@ -117,6 +117,7 @@ class FleetdeckApp(App[None]):
         clock: wall clock for ages and freshness (tests freeze it).
         view: the view to open first.
         view_filter: a filter for that view (as after ``/``).
+        notice: a message to show once the app is up (e.g. where the embedded server keeps its data).
     """
 
     CSS_PATH = "fleetdeck.tcss"
@@ -141,13 +142,15 @@ class FleetdeckApp(App[None]):
     ]
 
     def __init__(self, source: DataSource, settings: TuiSettings | None = None,
-                 clock: Callable[[], float] = time.time, view: str = "experiments", view_filter: str = "") -> None:
+                 clock: Callable[[], float] = time.time, view: str = "experiments", view_filter: str = "",
+                 notice: str = "") -> None:
         super().__init__()
         self.source = source
         self.settings = settings or TuiSettings()
         self.clock = clock
         self.initial_view = view
         self.initial_filter = view_filter
+        self.notice = notice
         self.summary: dict[str, Any] | None = None
         """Counts by status from ``GET /tasks-summary`` (None until the first poll)."""
         self.worker_count: int | None = None
@@ -191,6 +194,8 @@ class FleetdeckApp(App[None]):
             self.set_keymap(self.settings.keymap)
         self.switch_view(self.initial_view, self.initial_filter)
         self._summary_poller.poll_now()
+        if self.notice:
+            self.notify(self.notice, title="fleetdeck", timeout=15)
 
     def on_unmount(self) -> None:
         self._summary_poller.pause()

@@ -154,7 +154,8 @@ class ExperimentsScreen(ViewScreen):
                 continue
             cells = self._cells(task)
             try:
-                table.update_cell(task_id, f"m:{key}", cells[7 + self.metric_keys.index(key)])
+                table.update_cell(task_id, f"m:{key}", cells[7 + self.metric_keys.index(key)],
+                                  update_width=True)
             except CellDoesNotExist:
                 pass
 
@@ -228,7 +229,7 @@ class ExperimentsScreen(ViewScreen):
                     for (column, _), value in zip(labels, self._cells(task)):
                         try:
                             if str(table.get_cell(task["id"], column)) != str(value):
-                                table.update_cell(task["id"], column, value)
+                                table.update_cell(task["id"], column, value, update_width=True)
                         except CellDoesNotExist:
                             pass
                     self.rows[task["id"]] = task
