@@ -144,7 +144,7 @@ class Run:
             self.client.request("PATCH", f"/tasks/{self.task_id}", json={"runtime": runtime},
                                 headers=self.headers, idempotent=True)
         except FleetdeckError as exc:
-            self._server_refused(exc, "phase report")
+            self.server_refused(exc, "phase report")
 
     # -- abort -----------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class Run:
         self.aborted.set()
         log.warning("task %s: %s; stopping it", self.task_id, reason)
 
-    def _server_refused(self, exc: FleetdeckError, what: str) -> None:
+    def server_refused(self, exc: FleetdeckError, what: str) -> None:
         if isinstance(exc, RequestRejected) and exc.status_code == 409:
             self.abort("the task's lease was lost (requeued or reassigned)", lease_lost=True)
         else:
@@ -212,29 +212,26 @@ class ConsoleShipper:
 
     def flush(self) -> bool:
         """Send what is pending; False if the server did not take it (kept for the next try)."""
-        with self._lock:
-            batch, self._pending = self._pending[:5000], self._pending[5000:]
-            dropped, self._dropped = self._dropped, 0
-        if dropped:
-            batch.insert(0, {"line": f"[fleetdeck agent: {dropped} console lines dropped while the server was "
-                                     "unreachable]", "stream": "stderr", "ts": time.time()})
-        if not batch:
-            return True
-        if self.run.lease_lost:
-            return True
-        body = {"batch_id": uuid.uuid4().hex, "console": batch}
-        try:
-            self.run.client.request("POST", f"/tasks/{self.run.task_id}/events", json=body,
-                                    headers=self.run.headers, idempotent=True)
-        except FleetdeckError as exc:
-            self.run._server_refused(exc, "console upload")
-            if not self.run.lease_lost:
-                with self._lock:
-                    self._pending[:0] = batch
-            return False
-        with self._lock:
-            more = bool(self._pending)
-        return self.flush() if more else True
+        while not self.run.lease_lost:
+            with self._lock:
+                batch, self._pending = self._pending[:5000], self._pending[5000:]
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                batch.insert(0, {"line": f"[fleetdeck agent: {dropped} console lines dropped while the server "
+                                         "was unreachable]", "stream": "stderr", "ts": time.time()})
+            if not batch:
+                return True
+            body = {"batch_id": uuid.uuid4().hex, "console": batch}
+            try:
+                self.run.client.request("POST", f"/tasks/{self.run.task_id}/events", json=body,
+                                        headers=self.run.headers, idempotent=True)
+            except FleetdeckError as exc:
+                self.run.server_refused(exc, "console upload")
+                if not self.run.lease_lost:
+                    with self._lock:
+                        self._pending[:0] = batch
+                return False
+        return True
 
     def close(self, timeout_s: float) -> bool:
         """Stop the background thread and send the rest, retrying until ``timeout_s``."""
@@ -273,7 +270,7 @@ class Slot:
                 "phase": run.phase if run else None, "phase_started": run.phase_started if run else None,
                 "last_output_ts": run.last_output_ts if run else None, "job_pid": job_pid,
                 "gpus": ",".join(self.gpus) if self.gpus is not None else "all", "tasks_done": self.tasks_done,
-                "executor": self.agent.executor.prepare_phase == "pulling" and "docker" or "venv"}
+                "executor": self.agent.executor.kind}
 
     def heartbeat(self) -> None:
         run = self.run
@@ -368,10 +365,10 @@ class Slot:
         run.task = task
         with run.in_phase("cloning") as deadline:
             timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
-            checkout = code.prepare(task.get("script") or {}, work, timeout)
+            checkout = code.prepare(task.get("script") or {}, work, timeout, cancel=run.aborted)
         with contextlib.ExitStack() as stack:
             with run.in_phase(executor.prepare_phase) as deadline:
-                launcher = stack.enter_context(executor.prepare(task, deadline))
+                launcher = stack.enter_context(executor.prepare(task, deadline, cancel=run.aborted))
                 venv = getattr(executor, "last_venv", None)
                 if venv is not None:
                     run.extra.update({"venv": venv.key, "venv_cache_hit": not venv.installed})
@@ -432,8 +429,6 @@ class Agent:
         self.max_tasks = max_tasks
         self.stopping = threading.Event()
         sets: list[list[str] | None] = list(config.gpu_sets) if config.gpu_sets else [None]
-        if config.gpu_sets == [[]]:
-            sets = [[]]
         self.slots = [Slot(self, config.name if len(sets) == 1 else f"{config.name}:gpu{'+'.join(s or [])}", s)
                       for s in sets]
 

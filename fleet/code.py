@@ -9,12 +9,13 @@ the task (entry point, working dir) never leave the checkout: absolute paths and
 from __future__ import annotations
 
 import os
-import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fleetdeck.errors import FleetdeckError
+from fleetdeck.fleet.executors.base import CommandFailed, run_command
 
 
 class CodeError(FleetdeckError):
@@ -41,13 +42,15 @@ def relative_inside(value: str, what: str) -> PurePosixPath:
     return path
 
 
-def prepare(script: dict[str, Any], target: Path, timeout_s: float | None = None) -> Checkout:
+def prepare(script: dict[str, Any], target: Path, timeout_s: float | None = None,
+            cancel: threading.Event | None = None) -> Checkout:
     """Write the task's code into ``target`` (which must not exist yet).
 
     Args:
         script: the task's ``script`` section, with ``diff`` and ``code`` (``GET /tasks/ID``).
         target: a new folder for the checkout.
         timeout_s: limit for every git command.
+        cancel: set when the task is aborted; a running git command is killed.
 
     Raises:
         CodeError: nothing to run, a bad path, or git failed (its error line is in the message).
@@ -55,7 +58,7 @@ def prepare(script: dict[str, Any], target: Path, timeout_s: float | None = None
     if script.get("repository"):
         entry = str(relative_inside(script.get("entry_point") or "", "entry point"))
         working_dir = relative_inside(script.get("working_dir") or "", "working dir")
-        _clone(script, target, timeout_s)
+        _clone(script, target, timeout_s, cancel)
     elif script.get("code"):
         # A stored script runs from its own folder; where it ran before (an absolute working dir
         # on another machine) means nothing here, so only the file name is kept.
@@ -73,29 +76,26 @@ def prepare(script: dict[str, Any], target: Path, timeout_s: float | None = None
     return Checkout(root=target, cwd=cwd, entry_point=entry)
 
 
-def _clone(script: dict[str, Any], target: Path, timeout_s: float | None) -> None:
+def _clone(script: dict[str, Any], target: Path, timeout_s: float | None, cancel: threading.Event | None) -> None:
     repository = script["repository"]
     if repository.startswith("-"):
         raise CodeError(f"repository {repository!r} is not a URL or path")
-    _git(["clone", "--quiet", "--no-checkout", "--", repository, str(target)], None, timeout_s)
+    _git(["clone", "--quiet", "--no-checkout", "--", repository, str(target)], None, timeout_s, cancel=cancel)
     revision = script.get("commit") or script.get("branch") or "HEAD"
     if revision.startswith("-"):
         raise CodeError(f"commit {revision!r} is not a revision")
-    _git(["checkout", "--quiet", "--detach", revision, "--"], target, timeout_s)
+    _git(["checkout", "--quiet", "--detach", revision, "--"], target, timeout_s, cancel=cancel)
     diff = script.get("diff") or ""
     if diff.strip():
-        _git(["apply", "--whitespace=nowarn", "-"], target, timeout_s, stdin=diff if diff.endswith("\n") else diff + "\n")
+        _git(["apply", "--whitespace=nowarn", "-"], target, timeout_s, cancel=cancel,
+             stdin=diff if diff.endswith("\n") else diff + "\n")
 
 
-def _git(args: list[str], cwd: Path | None, timeout_s: float | None, stdin: str | None = None) -> None:
+def _git(args: list[str], cwd: Path | None, timeout_s: float | None, stdin: str | None = None,
+         cancel: threading.Event | None = None) -> None:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # never hang on a password prompt
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True,
-                              timeout=timeout_s, env=env, check=False)
-    except FileNotFoundError:
-        raise CodeError("git is not installed on this agent's host") from None
-    except subprocess.TimeoutExpired:
-        raise CodeError(f"git {args[0]} did not finish within {timeout_s:.0f}s") from None
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise CodeError(f"git {args[0]} failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+        run_command(["git", *args], f"git {args[0]}", timeout_s=timeout_s, cancel=cancel, cwd=cwd, env=env,
+                    stdin=stdin)
+    except CommandFailed as exc:
+        raise CodeError(str(exc)) from None

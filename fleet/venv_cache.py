@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fleetdeck.errors import FleetdeckError
+from fleetdeck.fleet.executors.base import CommandFailed, run_command
 
 log = logging.getLogger("fleetdeck.agent.venv")
 
@@ -141,8 +143,12 @@ class VenvCache:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @contextlib.contextmanager
-    def use(self, requirements: list[str], deadline: float | None = None) -> Iterator[Venv]:
+    def use(self, requirements: list[str], deadline: float | None = None,
+            cancel: threading.Event | None = None) -> Iterator[Venv]:
         """A venv with ``requirements``, held (shared lock) while the job runs.
+
+        A build stops at ``deadline`` (monotonic) or when ``cancel`` is set, and leaves nothing behind
+        that a later task would use.
 
         Raises:
             VenvError: pip failed (its last error line is in the message), the deadline passed,
@@ -159,7 +165,7 @@ class VenvCache:
                 with self._lock(key, exclusive=True):
                     if not (path / ".complete").exists():
                         self._make_room(keep=key)
-                        self._build(path, requirements, deadline)
+                        self._build(path, requirements, deadline, cancel)
                         installed = True
                 fcntl.flock(held, fcntl.LOCK_SH)
                 if not (path / ".complete").exists():  # evicted between the locks: very unlikely
@@ -184,18 +190,19 @@ class VenvCache:
         finally:
             fh.close()
 
-    def _build(self, path: Path, requirements: list[str], deadline: float | None) -> None:
+    def _build(self, path: Path, requirements: list[str], deadline: float | None,
+               cancel: threading.Event | None) -> None:
         if path.exists():
             shutil.rmtree(path)  # an incomplete build from a crash
         started = time.monotonic()
-        self._run([self.python, "-m", "venv", "--without-pip", str(path)], "create the venv", deadline)
+        self._run([self.python, "-m", "venv", "--without-pip", str(path)], "create the venv", deadline, cancel)
         site = next((path / "lib").glob("python*/site-packages"))
         (site / "fleetdeck-sdk.pth").write_text(str(self._sdk_link(path)) + "\n")
         pins = sdk_requirements()
         pinned = {normalize(re.split(r"[<>=!~;\[ ]", r)[0]) for r in requirements}
         wanted = [*requirements, *(p for p in pins if normalize(p.split("==")[0]) not in pinned)]
         self._run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install",
-                   "--disable-pip-version-check", "--no-input", "--quiet", *wanted], "pip install", deadline)
+                   "--disable-pip-version-check", "--no-input", "--quiet", *wanted], "pip install", deadline, cancel)
         (path / "requirements.txt").write_text("\n".join(wanted) + "\n")
         (path / ".complete").write_text(f"{time.time()}\n")
         log.info("built venv %s (%d requirements) in %.1fs", path.name, len(wanted), time.monotonic() - started)
@@ -207,19 +214,15 @@ class VenvCache:
         (folder / "fleetdeck").symlink_to(sdk_path(), target_is_directory=True)
         return folder
 
-    def _run(self, argv: list[str], what: str, deadline: float | None) -> None:
+    def _run(self, argv: list[str], what: str, deadline: float | None, cancel: threading.Event | None) -> None:
         timeout = self.install_timeout_s
         if deadline is not None:
-            timeout = max(0.1, deadline - time.monotonic()) if timeout is None else min(timeout, max(
-                0.1, deadline - time.monotonic()))
+            left = max(0.1, deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise VenvError(f"{what} did not finish within {timeout:.0f}s") from None
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-            raise VenvError(f"{what} failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+            run_command(argv, what, timeout_s=timeout, cancel=cancel)
+        except CommandFailed as exc:
+            raise VenvError(str(exc)) from None
 
     def _make_room(self, keep: str) -> None:
         """Evict LRU entries (not in use) beyond ``max_entries - 1`` or below the free-space floor."""

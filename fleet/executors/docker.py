@@ -142,9 +142,12 @@ class DockerLauncher(Launcher):
         options = container_options(settings, spec, str(spec.checkout.root), name)
         try:
             container = self.executor.client.containers.create(self.image, **options)
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot create a container of {self.image}: {exc.explanation or exc}") from None
+        try:
             container.start()
         except docker.errors.APIError as exc:
-            with contextlib.suppress(docker.errors.APIError, UnboundLocalError):
+            with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
             raise DockerError(f"cannot start a container of {self.image}: {exc.explanation or exc}") from None
         return ContainerJob(container, on_line)
@@ -153,6 +156,7 @@ class DockerLauncher(Launcher):
 class DockerExecutor(Executor):
     """Runs tasks in containers of the agent's (or the task's) pre-built image."""
 
+    kind = "docker"
     prepare_phase = "pulling"
 
     def __init__(self, settings: DockerSettings) -> None:
@@ -194,7 +198,8 @@ class DockerExecutor(Executor):
                               f"{self.settings.max_image_bytes / 1024**3:.1f} GiB limit; refused")
 
     @contextlib.contextmanager
-    def prepare(self, task: dict[str, Any], deadline: float | None) -> Iterator[Launcher]:
+    def prepare(self, task: dict[str, Any], deadline: float | None,
+                cancel: threading.Event | None = None) -> Iterator[Launcher]:
         image = self.image_for(task)
         self.check_image(image)
         yield DockerLauncher(self, image)

@@ -82,6 +82,7 @@ class VenvLauncher(Launcher):
 class VenvExecutor(Executor):
     """Runs tasks with the host's Python in a venv holding the task's recorded packages."""
 
+    kind = "venv"
     prepare_phase = "installing"
 
     def __init__(self, cache: VenvCache) -> None:
@@ -90,7 +91,8 @@ class VenvExecutor(Executor):
         """The venv of the latest task (``installed`` says whether it was a cache miss)."""
 
     @contextlib.contextmanager
-    def prepare(self, task: dict[str, Any], deadline: float | None) -> Iterator[Launcher]:
-        with self.cache.use(task_requirements(task), deadline) as venv:
+    def prepare(self, task: dict[str, Any], deadline: float | None,
+                cancel: threading.Event | None = None) -> Iterator[Launcher]:
+        with self.cache.use(task_requirements(task), deadline, cancel) as venv:
             self.last_venv = venv
             yield VenvLauncher(venv)

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from fleetdeck.client import Client
+from fleetdeck.fleet.venv_cache import VenvCache
 from fleetdeck.server_lite.process import ServerProcess
 from tests.fleet.conftest import AgentFactory, agent_log
 from tests.support import wait_for
@@ -297,3 +298,42 @@ def test_execute_remotely_hands_the_run_to_an_agent(
     done = _finished(client, queued["id"], timeout=180)
     assert done["status"] == "completed"
     assert "running remotely: batch=64 on agent=True" in _console(client, queued["id"])
+
+
+def test_abort_during_install_kills_the_install(client: Client, start_agent: AgentFactory, tmp_path: Path,
+                                                venv_cache_dir: Path) -> None:
+    slow = tmp_path / "slowpkg"
+    slow.mkdir()
+    marker = tmp_path / "building.pid"
+    (slow / "pyproject.toml").write_text(textwrap.dedent("""\
+        [build-system]
+        requires = []
+        build-backend = "slow_backend"
+        backend-path = ["."]
+        [project]
+        name = "slowpkg"
+        version = "1.0"
+        """))
+    (slow / "slow_backend.py").write_text(textwrap.dedent(f"""\
+        import os, time
+        def get_requires_for_build_wheel(config_settings=None):
+            open({str(marker)!r}, "w").write(str(os.getpid()))
+            time.sleep(600)
+            return []
+        """))
+    task = client.create_task(name="slow-install", project="agents",
+                              script={"entry_point": "x.py", "code": "print('never')\n",
+                                      "requirements": f"{slow}\n"})
+    client.enqueue(task["id"], "default")
+    start_agent("installer")
+    wait_for(marker.exists, timeout=120, message="the slow build to start")
+    builder = int(marker.read_text())
+    aborted = time.monotonic()
+    client.set_status(task["id"], "aborted", "test")
+    wait_for(lambda: not psutil.pid_exists(builder) or psutil.Process(builder).status() == psutil.STATUS_ZOMBIE,
+             timeout=10, message="the install to be killed")
+    assert time.monotonic() - aborted < 10
+    done = _finished(client, task["id"])
+    assert done["status"] == "aborted" and done["runtime"]["agent"]["phases"]["installing"]["ended"]
+    half_built = venv_cache_dir / VenvCache(venv_cache_dir).key([str(slow)])
+    assert half_built.exists() and not (half_built / ".complete").exists(), "a cancelled build is never usable"
