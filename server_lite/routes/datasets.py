@@ -123,7 +123,7 @@ def _store_batch(state: ServerState, body: bytes) -> dict[str, int]:
         header_len = int.from_bytes(view[:8], "big")
         entries = json.loads(bytes(view[8:8 + header_len]))
         pairs = [(check_sha256(sha), int(size)) for sha, size in entries]
-    except (ValueError, TypeError, BadName) as exc:
+    except (ValueError, TypeError, OverflowError, BadName) as exc:
         raise HTTPException(400, f"batch header is malformed: {exc}") from None
     if len(pairs) > BATCH_MAX_BLOBS:
         raise HTTPException(400, f"a batch holds at most {BATCH_MAX_BLOBS} blobs, not {len(pairs)}")

@@ -51,6 +51,10 @@ def test_small_blobs_travel_many_to_a_request_and_are_verified(client: Client, s
     assert client.post("/blobs/missing", {"sha256": [forged[1][0]]})["missing"] == [forged[1][0]]
     with pytest.raises(RequestRejected, match="add up to the body's length"):
         client.request("POST", "/blobs/batch", content=_batch(pairs)[:-1], headers=headers)
+    for header in (b"[[1, 2]]", b'[["%s", 1e400]]' % forged[0][0].encode(), b"{not json", b'"text"'):
+        with pytest.raises(RequestRejected, match="batch header is malformed"):
+            client.request("POST", "/blobs/batch", content=len(header).to_bytes(8, "big") + header,
+                           headers=headers)
     assert not list((server.data_dir / "blobs" / "uploads").glob("*.batch")), "no temp file left behind"
 
 
