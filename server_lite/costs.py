@@ -7,8 +7,8 @@ its run time x the host's hourly price. Prices come from :mod:`fleetdeck.server_
 
 Waste (see :mod:`fleetdeck.server_lite.waste`) is computed from the tasks' own resource samples
 (held but idle), from recorded orphan episodes, and from the fleet inventory (idle capacity).
-A finished task's waste never changes, so it is computed once per task and kept in memory; only
-running tasks are re-read on each report.
+A finished task's waste never changes, so it is computed once from its samples and stored in
+``task_waste`` (and kept in memory); a running task is re-read when its ``last_update`` moves.
 """
 
 from __future__ import annotations
