@@ -147,7 +147,7 @@ class Helper:
                 parent_gone = time.monotonic()
             finished = parent_gone is not None and self.capture_done.is_set()
             if finished:
-                self._close_if_killed(uploader)
+                self._close_if_killed()
             try:
                 uploader.upload(include_close=finished)
                 backoff = 0.0
@@ -180,9 +180,9 @@ class Helper:
         """Offline or giving up: keep capturing (resources) until the training process ends."""
         while not self.capture_done.wait(0.1):
             pass
-        self._close_if_killed(None)
+        self._close_if_killed()
 
-    def _close_if_killed(self, uploader: Any) -> None:
+    def _close_if_killed(self) -> None:
         """A training process that died without closing its task (SIGKILL, os._exit) fails the task."""
         if read_state(self.folder).get("closed") or getattr(self, "_close_written", False):
             return

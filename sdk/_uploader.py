@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from array import array
 from collections.abc import Callable
@@ -168,10 +167,6 @@ class Uploader:
             self._status(header["status"], redact.redact_text(header.get("reason", ""), self._known_secrets()))
         self.state["closed"] = True
         self._save()
-
-    def _apply_enqueue(self, record: Record) -> None:
-        self._status("stopped", "enqueued by execute_remotely")
-        self.client.enqueue(self.task_id or "", record.header["queue"])
 
     def _apply_artifact(self, record: Record) -> None:
         header = record.header
@@ -348,15 +343,3 @@ def _safe_name(name: str) -> str:
     if not name or name.startswith(".") or not set(name) <= _SAFE_FILE:
         raise RequestRejected(f"unsafe file name in spool record: {name!r}", 400)
     return name
-
-
-def folder_summary(folder: Path) -> dict[str, Any]:
-    """What a run folder still holds (for messages and ``fleetdeck sync``)."""
-    state = read_state(folder)
-    run = {}
-    try:
-        run = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        pass
-    return {"folder": str(folder), "task_id": state.get("task_id"), "pending": len(pending(folder)),
-            "offline": run.get("offline", False), "pid": run.get("parent_pid"), "exists": os.path.isdir(folder)}

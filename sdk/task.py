@@ -517,7 +517,7 @@ class Task:
             nested.setdefault(section, {})[name] = value
         return nested
 
-    def set_parameters(self, parameters: Mapping[str, Any], __update: bool = True) -> None:
+    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Set parameters given as ``{"Section/name": value}`` (a name without section goes to ``General``)."""
         grouped: dict[str, dict[str, Any]] = {}
         for key, value in parameters.items():
