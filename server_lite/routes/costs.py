@@ -15,6 +15,7 @@ from fleetdeck.server_lite.deps import State
 from fleetdeck.server_lite.pricing import DEFAULT_LOADER, PriceBook
 from fleetdeck.server_lite.routes.fleet import SUPERVISORS
 from fleetdeck.server_lite.routes.queues import WORKERS
+from fleetdeck.server_lite.state import ServerState
 
 router = APIRouter(tags=["costs"])
 
@@ -40,10 +41,21 @@ async def report(
     book = _book()
     now = time.time()
     start = now - 7 * 86400 if since is None else since
+
+    def build() -> dict[str, Any]:
+        _observe_hosts(state, book)  # record or extend orphan episodes the host reports show now
+        return cost_report(state, book, by=by, since=start, until=until, now=now, top=top)
+
     try:
-        return await run_in_threadpool(cost_report, state, book, by=by, since=start, until=until, now=now, top=top)
+        return await run_in_threadpool(build)
     except BadReportQuery as exc:
         raise HTTPException(400, str(exc)) from None
+
+
+def _observe_hosts(state: ServerState, book: PriceBook) -> list[dict[str, Any]]:
+    """Orphaned GPUs in the live worker heartbeats and host supervisor reports (recorded as episodes)."""
+    reports = [*state.store.list_volatile(WORKERS).values(), *state.store.list_volatile(SUPERVISORS).values()]
+    return orphan_flags(state, book, reports)
 
 
 @router.get("/costs/flags")
@@ -55,8 +67,7 @@ async def flags(state: State) -> dict[str, Any]:
     book = _book()
 
     def collect() -> list[dict[str, Any]]:
-        reports = [*state.store.list_volatile(WORKERS).values(), *state.store.list_volatile(SUPERVISORS).values()]
-        return running_flags(state, book) + orphan_flags(state, book, reports)
+        return running_flags(state, book) + _observe_hosts(state, book)
 
     return {"items": await run_in_threadpool(collect)}
 
