@@ -324,6 +324,8 @@ class Task:
         cls._current = task
         if auto_connect_streams and not _env_flag("FLEETDECK_AGENT_CONSOLE"):  # an agent already streams it
             for stream_name in ("stdout", "stderr"):
+                if getattr(sys, stream_name) is None:  # pythonw, some daemons
+                    continue
                 tee = ConsoleTee(getattr(sys, stream_name), stream_name, run.buffer.console)
                 setattr(sys, stream_name, tee)
                 run.tees.append(tee)
@@ -351,7 +353,7 @@ class Task:
         assert run is not None
         if run.offline:
             return f"offline-{run.run_key}"
-        timeout = _env_float("FLEETDECK_ID_TIMEOUT_S", 30.0)
+        timeout = _env_float("FLEETDECK_ID_TIMEOUT_S", 10.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task_id = read_state(run.folder).get("task_id")
