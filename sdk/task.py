@@ -307,6 +307,9 @@ class Task:
             cls._current = task
             return task
         script_name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "interactive"
+        for label, value in (("project_name", project_name), ("task_name", task_name)):
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= 200):
+                raise FleetdeckError(f"Task.init: {label} must be a string of 1 to 200 characters, got {value!r:.60}")
         task = cls()
         offline = _offline_override if _offline_override is not None else _env_flag("FLEETDECK_OFFLINE")
         attach = os.environ.get("FLEETDECK_TASK_ID") or None
