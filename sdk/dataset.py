@@ -38,6 +38,7 @@ import os
 import re
 import sys
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,9 +173,7 @@ class Dataset:
                                         "parents": parent_ids, "tags": list(dataset_tags or []),
                                         "description": description})
         base = cls._parents_manifest(client, doc)
-        dataset = cls(client, doc, dict(base), base)
-        dataset._save_draft()
-        return dataset
+        return cls(client, doc, dict(base), base)  # no draft file yet: reopening starts from the parents
 
     @classmethod
     def get(cls, dataset_id: str | None = None, dataset_name: str | None = None,
@@ -616,32 +615,47 @@ def _seg(value: str) -> str:
 
 
 def _draft_file(dataset_id: str) -> Path:
-    if not all(c in "0123456789abcdef" for c in dataset_id) or len(dataset_id) != 32:
+    if not _TASK_ID.match(dataset_id):
         raise DatasetError(f"{dataset_id!r} is not a dataset id")
-    return data_home() / "dataset-drafts" / f"{dataset_id}.json"
+    return data_home() / "dataset-drafts" / f"{dataset_id}.draft"
+
+
+_DRAFT_MAGIC = b"fleetdeck-draft/1\n"
 
 
 def _write_draft(dataset_id: str, manifest: Manifest, sources: Mapping[str, str]) -> None:
+    """Save a draft's file list (as a manifest) and the local source of each new file.
+
+    Sources are NUL-separated in the manifest's path order (NUL cannot occur in a file name),
+    so a draft of 100,000 files is written in C-speed joins, not one JSON object per file.
+    """
     path = _draft_file(dataset_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"files": {p: [e.sha256, e.size, e.mode, sources.get(p)] for p, e in manifest.items()}}
+    blob = manifests.encode(manifest)
+    joined = "\0".join(sources.get(p, "") for p in sorted(manifest)).encode("utf-8", "surrogateescape")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(json.dumps(state, separators=(",", ":")))
+    tmp.write_bytes(b"".join([_DRAFT_MAGIC, len(blob).to_bytes(8, "little"), blob, zlib.compress(joined, 1)]))
     os.replace(tmp, path)
 
 
 def _read_draft(dataset_id: str) -> tuple[Manifest, dict[str, str]] | None:
+    path = _draft_file(dataset_id)
     try:
-        state = json.loads(_draft_file(dataset_id).read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except ValueError:
-        raise DatasetError(f"local state of draft {dataset_id} ({_draft_file(dataset_id)}) "
-                           "is damaged") from None
-    manifest: Manifest = {}
-    sources: dict[str, str] = {}
-    for path, (sha, size, mode, source) in state["files"].items():
-        manifest[manifests.check_path(path)] = FileEntry(sha, size, mode)
-        if source:
-            sources[path] = source
-    return manifest, sources
+    damaged = DatasetError(f"local state of draft {dataset_id} ({path}) is damaged; delete it and add the "
+                           "files again")
+    if not data.startswith(_DRAFT_MAGIC):
+        raise damaged
+    at = len(_DRAFT_MAGIC)
+    length = int.from_bytes(data[at:at + 8], "little")
+    try:
+        manifest = manifests.decode(data[at + 8:at + 8 + length])
+        joined = zlib.decompress(data[at + 8 + length:]).decode("utf-8", "surrogateescape")
+    except (manifests.BadManifest, zlib.error):
+        raise damaged from None
+    names = joined.split("\0") if manifest else []
+    if len(names) != len(manifest):
+        raise damaged
+    return manifest, {p: src for p, src in zip(sorted(manifest), names) if src}
