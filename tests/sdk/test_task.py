@@ -400,3 +400,10 @@ def test_unwritable_spool_runs_the_script_untracked(tmp_path: Path, sdk_env: dic
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "trained" in out.stdout
     assert "this run is NOT tracked" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("project", "name"), [("", "x"), ("p", "n" * 201), ("p", 42)])
+def test_bad_names_are_refused_before_anything_starts(project, name) -> None:
+    with pytest.raises(FleetdeckError, match="must be a string of 1 to 200 characters"):
+        Task.init(project_name=project, task_name=name)
+    assert Task.current_task() is None
