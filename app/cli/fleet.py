@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -151,8 +152,11 @@ def trust(name: str, yes: bool, replace: bool) -> None:
 @click.option("--all", "all_hosts", is_flag=True, help="Every host in the inventory.")
 @click.option("--no-start", is_flag=True, help="Install only; do not start or restart the supervisor.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="fleetdeck source tree to build the agent's wheel from (default: this installation's).")
 @click.pass_context
-def provision_cmd(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, no_start: bool, parallel: int) -> None:
+def provision_cmd(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, no_start: bool, parallel: int,
+                  source: Path | None) -> None:
     """Check, install and start the agent on hosts, in parallel; ends with a recap."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -162,7 +166,7 @@ def provision_cmd(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, n
     inv, hosts = _hosts(names, all_hosts)
     started = time.monotonic()
     with console.status("building the wheelhouse (cached after the first run)"):
-        bundle = wheelhouse.build()
+        bundle = wheelhouse.build(source) if source else wheelhouse.build()
     steps = ["preflight", "upload", "install", "configure", "start", "register"]
     with make_client(ctx) as client, Progress(
             SpinnerColumn(), TextColumn("{task.fields[host]:<16}"), BarColumn(bar_width=24),

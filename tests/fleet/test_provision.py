@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -31,8 +32,20 @@ IDLE_AGENT = ["{venv}/bin/python", "-c", "import time\nwhile True: time.sleep(1)
 
 
 @pytest.fixture(scope="module")
-def bundle() -> wheelhouse.Bundle:
-    return wheelhouse.build()
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of the source tree, so edits made while the tests run cannot change the wheel."""
+    snapshot = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(wheelhouse.SOURCE_ROOT / name, snapshot / name)
+    for folder in wheelhouse.SOURCE_DIRS:
+        shutil.copytree(wheelhouse.SOURCE_ROOT / folder, snapshot / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return snapshot
+
+
+@pytest.fixture(scope="module")
+def bundle(source: Path) -> wheelhouse.Bundle:
+    return wheelhouse.build(source)
 
 
 def _inventory(hosts: list[SSHHost], **extra: object) -> inventory.Inventory:
@@ -42,7 +55,7 @@ def _inventory(hosts: list[SSHHost], **extra: object) -> inventory.Inventory:
 
 
 def test_provision_two_hosts_in_parallel_then_nothing_changes(ssh_hosts: list[SSHHost], client: Client,
-                                                               bundle: wheelhouse.Bundle) -> None:
+                                                               bundle: wheelhouse.Bundle, source: Path) -> None:
     for host in ssh_hosts[:2]:
         host.reset()
     trust(ssh_hosts[:2])
@@ -91,6 +104,20 @@ def test_provision_two_hosts_in_parallel_then_nothing_changes(ssh_hosts: list[SS
     assert [(r.status, r.changes) for r in again] == [("ok", []), ("ok", [])]
     assert elapsed < 5.0, f"no-change re-run took {elapsed:.1f}s"
 
+    # The command a user runs: the same hosts from the inventory file, ending with the recap.
+    from tests.fleet.sshd import write_inventory
+
+    write_inventory([ssh_hosts[0].inventory_entry(price_per_hour=7.0, labels=["fast"], agent_command=IDLE_AGENT),
+                     ssh_hosts[1].inventory_entry(name=HOSTILE_NAME, labels=HOSTILE_LABELS, queues=["q;rm -rf ~"],
+                                                  agent_command=IDLE_AGENT)])
+    cache_home = bundle.fleetdeck_wheel.parents[3]  # the wheelhouse cache the fixture built
+    cli = subprocess.run([sys.executable, "-m", "fleetdeck.app", "--server", client.url, "--token",
+                          client.settings.token or "", "fleet", "provision", "--all", "--source", str(source)],
+                         capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(cache_home), "COLUMNS": "200"})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert cli.stdout.count("ok, nothing changed") == 2 and "ok=2 changed=0 failed=0" in cli.stdout
+
 
 def test_preflight_names_failures_with_hints_and_a_hanging_probe_times_out(ssh_hosts: list[SSHHost]) -> None:
     host = ssh_hosts[2]
@@ -121,6 +148,13 @@ def test_preflight_names_failures_with_hints_and_a_hanging_probe_times_out(ssh_h
     assert not gpu.ok and "hung" in gpu.detail and "reboot" in gpu.hint
     assert next(c for c in report.checks if c.name == "python").ok  # the other probes still answered
     host.reset()
+
+
+def test_wheelhouse_is_built_once_and_reused(bundle: wheelhouse.Bundle, source: Path) -> None:
+    again = wheelhouse.build(source, cache=bundle.fleetdeck_wheel.parents[1])
+    assert again == bundle  # same wheels, same content hash: hosts see nothing new
+    assert again.python_tag == wheelhouse.python_tag() and any(w.name.startswith("httpx-") for w in again.wheels)
+    assert {"click>=8.1", "rich>=13"} <= set(again.requirements) and again.requirements[0].startswith("fleetdeck==")
 
 
 def test_unknown_host_key_fails_provisioning_with_the_fix(ssh_hosts: list[SSHHost], client: Client,
