@@ -138,6 +138,7 @@ def test_fleet_hosts_and_triage_findings_with_a_one_key_action(tui_client: Clien
         await pilot.press("y")
         await until(pilot, lambda: tui_client.get_task(task["id"])["status"] == "queued", timeout=30,
                     message="the task aborted and requeued by `fleetdeck triage act`")
-        assert app.source.log.entries[-1].action == "triage abort-requeue" and app.source.log.entries[-1].ok
+        entry = await until(pilot, lambda: app.source.log.entries and app.source.log.entries[-1])
+        assert entry.action == "triage abort-requeue" and entry.ok
 
     drive(make_app(tui_client, view="fleet"), scenario)
