@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +187,13 @@ class EmbeddedStore(Store):
         self._volatile: dict[str, dict[str, tuple[float, Document]]] = {}
         self._mutex = threading.RLock()
         self._compact_bytes = compact_bytes
+        self._snapshot_bytes = _size_or_zero(self.data_dir / SNAPSHOT)
         self._compacting = threading.Lock()
         self._compactor: threading.Thread | None = None
         self.replayed_records = 0
         try:
-            self._seq = self._load()
+            with _gc_paused():
+                self._seq = self._load()
             self._journal = JournalWriter(self._journal_path(self._seq))
         except BaseException:
             os.close(self._lock_fd)
@@ -249,7 +253,9 @@ class EmbeddedStore(Store):
         self._journal.append(records)
         for record in records:
             self._apply(record)
-        if self._journal.size >= self._compact_bytes:
+        if self._journal.size >= max(self._compact_bytes, self._snapshot_bytes // 2):
+            # Relative to the snapshot, so rewriting it stays amortised O(1) per written byte
+            # (a fixed threshold would rewrite a 300 MB snapshot every 64 MB of writes).
             self._start_compaction()
 
     def insert(self, collection: str, doc: Document) -> Document:
@@ -412,6 +418,7 @@ class EmbeddedStore(Store):
             }
             data[META_TABLE] = {"1": {"journal_seq": covered, "written": time.time()}}
             OrjsonStorage(self.data_dir / SNAPSHOT).write(data)
+            self._snapshot_bytes = _size_or_zero(self.data_dir / SNAPSHOT)
             for seq, path in iter_journal_files(self._journal_dir):
                 if seq <= covered:
                     path.unlink(missing_ok=True)
@@ -436,6 +443,31 @@ class EmbeddedStore(Store):
 def _insertion_ordered(coll: _Collection, sort: Sort) -> bool:
     """True when the sort is by ``created`` alone and insertion order agrees with it."""
     return len(sort) == 1 and sort[0][0] == "created" and coll.created_in_order
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Load millions of small objects without Python's cyclic GC re-scanning them as they arrive.
+
+    Parsing a 40 MB snapshot takes 8x longer with the collector on (each generation-2 pass walks
+    everything loaded so far). Afterwards ``gc.freeze`` moves the loaded documents (acyclic,
+    freed by reference counting) out of the collector's view, so later passes stay short too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _scan_is_cheaper(bucket: int, total: int, needed: int) -> bool:
