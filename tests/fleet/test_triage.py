@@ -177,3 +177,19 @@ def test_health_checks_reuse_one_connection_and_act_after_consecutive_failures(
         assert "127.0.0.1:9" in findings[0]["summary"]
         checker.check_all()
         assert len([f for f in client.get("/fleet/findings")["items"] if f["cause"] == "host_unreachable"]) == 1
+
+
+def test_hosts_api_returns_inventory_prices_and_live_state(client: Client) -> None:
+    client.request("PUT", "/fleet/hosts/gpu-a", json={"labels": ["h100"], "queues": ["gpu"],
+                                                     "gpus": {"count": 8, "model": "H100-80GB"},
+                                                     "price_per_hour": 20.0, "price_per_gpu_hour": 2.5})
+    (host,) = client.get("/fleet/hosts")["items"]
+    assert (host["name"], host["labels"], host["queues"], host["gpus"], host["price_per_gpu_hour"], host["state"]) == \
+        ("gpu-a", ["h100"], ["gpu"], {"count": 8, "model": "H100-80GB"}, 2.5, "unknown")
+    client.request("PUT", "/fleet/supervisors/gpu-a", json={"state": "running", "interval_s": 2, "rss_mb": 81.5})
+    host = client.get("/fleet/hosts/gpu-a")
+    assert host["state"] == "ok" and host["supervisor"]["rss_mb"] == 81.5
+    client.request("PUT", "/fleet/supervisors/gpu-a", json={"state": "crash_looping", "interval_s": 2})
+    assert client.get("/fleet/hosts/gpu-a")["state"] == "degraded"
+    client.request("DELETE", "/fleet/hosts/gpu-a")
+    assert client.get("/fleet/hosts")["items"] == []
