@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -51,9 +52,14 @@ def source_packages() -> set[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source")  # a private copy: setuptools writes build/ next to the sources
+    for name in ("pyproject.toml", "README.md", *SOURCE_DIRS):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif (ROOT / name).exists():
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True, env=PIP_ENV, timeout=120,
-                   cwd=tmp_path_factory.mktemp("build-cwd"))
+                    "-w", str(out), str(source)], check=True, env=PIP_ENV, timeout=120, cwd=source)
     (built,) = out.glob("fleetdeck-*.whl")
     return built
 
