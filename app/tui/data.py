@@ -112,15 +112,11 @@ class CommandLog:
     """Every action run in this session, newest last; safe to append from worker threads."""
 
     entries: list[LogEntry] = field(default_factory=list)
-    listeners: list[Callable[[LogEntry], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, entry: LogEntry) -> None:
         with self._lock:
             self.entries.append(entry)
-            listeners = list(self.listeners)
-        for listener in listeners:
-            listener(entry)
 
 
 class DataSource:

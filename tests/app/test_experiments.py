@@ -174,3 +174,22 @@ def test_pages_follow_server_tokens(tui_client: Client, runs: list[dict[str, Any
         await until(pilot, lambda: list(screen.rows) == first)
 
     drive(make_app(tui_client), scenario)
+
+
+def test_y_shows_the_raw_record_literally(tui_client: Client, runs: list[dict[str, Any]]) -> None:
+    from textual.widgets import Static
+
+    from fleetdeck.app.tui.screens.modals import TextScreen
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = app.screen
+        screen.set_filter("resnet-lr0.5")
+        await until(pilot, lambda: names_in(screen) == ["resnet-lr0.5"])
+        await pilot.press("y")
+        raw = await until(pilot, lambda: isinstance(app.screen, TextScreen) and app.screen)
+        body = raw.query_one("#text-body", Static).content
+        assert f'"id": "{runs[2]["id"]}"' in body.plain and '"status_reason": "CUDA out of memory"' in body.plain
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen)
+
+    drive(make_app(tui_client), scenario)

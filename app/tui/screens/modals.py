@@ -76,7 +76,7 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         body = self.body if isinstance(self.body, Text) else Text("\n".join(
-            clean(line) for line in str(body).splitlines()))
+            clean(line) for line in self.body.splitlines()))
         with Vertical(classes="modal-box wide"):
             yield Label(Text(self.title_text, style="bold"))
             with VerticalScroll():

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from typing import Any
 
 from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Size
