@@ -1,9 +1,11 @@
 """The fleet: SSH hosts (from the fleet manager's inventory) and the agents heartbeating on them.
 
-Agents come from ``GET /workers`` (volatile heartbeats); hosts from ``GET /fleet/hosts`` once the
-fleet manager publishes them (until then the view says so and shows the agents alone). Row actions
-run the ``fleetdeck fleet``/``ssh`` commands, which own the SSH connections; ssh suspends the TUI
-and comes back to the same place.
+Agents come from ``GET /workers`` (volatile heartbeats); hosts, with their health and their
+supervisor's view of the agent (memory, restarts), from ``GET /fleet/hosts``; on a server without
+that endpoint the view says so and shows the agents alone. Row actions run the ``fleetdeck fleet``
+commands (restart, provision, stop, logs), which own the SSH connections; ``s`` suspends the TUI
+for an ``ssh`` session (host key checked strictly) and comes back to the same place. Draining a
+host is a triage action on a finding.
 """
 
 from __future__ import annotations
