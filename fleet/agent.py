@@ -253,6 +253,7 @@ class Slot:
         self.name = name
         self.gpus = gpus
         self.client = agent.new_client()
+        self.heartbeat_client = agent.new_client()  # heartbeats never queue behind a long-poll or an upload
         self.run: Run | None = None
         self.tasks_done = 0
         self._process = psutil.Process()
@@ -275,7 +276,7 @@ class Slot:
     def heartbeat(self) -> None:
         run = self.run
         config = self.agent.config
-        reply = self.client.heartbeat(self.name, queues=config.queues, status="busy" if run else "idle",
+        reply = self.heartbeat_client.heartbeat(self.name, queues=config.queues, status="busy" if run else "idle",
                                       task_id=run.task_id if run else None, host=socket.gethostname(),
                                       ttl_s=max(10.0, config.heartbeat_s * 5), stats=self.stats())
         state = reply.get("task") if run else None
@@ -417,7 +418,7 @@ class Agent:
     Args:
         config: queues, name, GPU sets, timeouts.
         executor: how jobs run (``VenvExecutor`` or ``DockerExecutor``).
-        client_factory: makes one client per thread (clients are not shared across threads).
+        client_factory: makes a client (each slot gets one for its work and one for heartbeats).
         max_tasks: stop after this many tasks (tests and benchmarks); None runs until stopped.
     """
 
@@ -460,8 +461,8 @@ class Agent:
             if run is not None and run.job is not None:
                 run.lease_lost = True  # we are leaving: let the lease expire so another agent reruns it
                 run.job.stop(self.config.abort_grace_s)
-            with contextlib.suppress(FleetdeckError):
-                slot.client.request("DELETE", f"/workers/{slot.name}")
+            with contextlib.suppress(FleetdeckError):  # best effort: the heartbeat expires anyway
+                slot.heartbeat_client.request("DELETE", f"/workers/{slot.name}")
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
