@@ -36,7 +36,7 @@ from fleetdeck.server_lite.store.base import (
 from fleetdeck.server_lite.store.journal import (
     CorruptJournal, JournalWriter, fsync_dir, iter_journal_files, read_records,
 )
-from fleetdeck.server_lite.store.query import apply_update, compile_query, sort_docs
+from fleetdeck.server_lite.store.query import apply_update, compile_query, first_sorted, sort_docs
 
 log = logging.getLogger("fleetdeck.server")
 
@@ -334,15 +334,11 @@ class EmbeddedStore(Store):
                 page = _scan_ordered(coll, lambda d: d["id"] in ids and pred(d), reverse=sort[0][1] < 0,  # type: ignore[index]
                                      skip=skip, limit=limit)
             elif narrowed is not None:
-                matched = [d for d in (coll.docs[i] for i in narrowed) if pred(d)]
-                matched = sort_docs(matched, sort) if sort else matched
-                page = matched[skip:skip + limit if limit is not None else None]
+                page = _page([d for d in (coll.docs[i] for i in narrowed) if pred(d)], sort, skip, limit)
             elif ordered:
                 page = _scan_ordered(coll, pred, reverse=sort[0][1] < 0, skip=skip, limit=limit)
             else:
-                matched = [d for d in coll.docs.values() if pred(d)]
-                matched = sort_docs(matched, sort) if sort else matched
-                page = matched[skip:skip + limit if limit is not None else None]
+                page = _page([d for d in coll.docs.values() if pred(d)], sort, skip, limit)
         if fields is not None:
             keep = set(fields) | {"id"}
             page = [{k: v for k, v in d.items() if k in keep} for d in page]
@@ -461,6 +457,14 @@ def _gc_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
     gc.freeze()
+
+
+def _page(matched: list[Document], sort: Sort | None, skip: int, limit: int | None) -> list[Document]:
+    if not sort:
+        return matched[skip:skip + limit if limit is not None else None]
+    if limit is None:
+        return sort_docs(matched, sort)[skip:]
+    return first_sorted(matched, sort, skip + limit)[skip:]
 
 
 def _size_or_zero(path: Path) -> int:

@@ -7,6 +7,7 @@ function call per document, not a walk of the query dict.
 from __future__ import annotations
 
 import copy
+import heapq
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -160,6 +161,50 @@ def sort_docs(docs: list[Document], sort: Sort) -> list[Document]:
     for path, direction in reversed(sort):
         docs.sort(key=sort_key([(path, direction)]), reverse=direction < 0)
     return docs
+
+
+def first_sorted(docs: list[Document], sort: Sort, count: int) -> list[Document]:
+    """The first ``count`` documents in ``sort`` order, same result as ``sort_docs(docs, sort)[:count]``.
+
+    A page of 50 out of thousands needs no full sort: a heap over one combined key picks it, when
+    every component running against the first one's direction can be negated (numbers, booleans,
+    missing values). The usual listing sort, a field then ``created`` descending, qualifies.
+    """
+    if count * 8 >= len(docs):
+        return sort_docs(docs, sort)[:count]
+    primary = sort[0][1]
+
+    def key(doc: Document) -> tuple[Any, ...]:
+        out = []
+        for path, direction in sort:
+            rank, value = _ranked(get_path(doc, path))
+            if (direction < 0) != (primary < 0):
+                if rank == 2:
+                    raise _NotNegatable
+                rank, value = -rank, -value
+            out.append((rank, value))
+        return tuple(out)
+
+    pick = heapq.nsmallest if primary > 0 else heapq.nlargest
+    try:
+        return pick(count, docs, key=key)
+    except _NotNegatable:
+        return sort_docs(docs, sort)[:count]
+
+
+class _NotNegatable(Exception):
+    pass
+
+
+def _ranked(value: Any) -> tuple[int, Any]:
+    """Type bracket and comparable value, as :func:`sort_key` orders them."""
+    if value is _MISSING or value is None:
+        return 0, 0
+    if isinstance(value, bool):
+        return 1, int(value)
+    if isinstance(value, (int, float)):
+        return 1, value
+    return 2, str(value)
 
 
 def apply_update(doc: Document, update: Update) -> Document:
