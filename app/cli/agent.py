@@ -69,11 +69,11 @@ def parse_phase_timeouts(items: tuple[str, ...]) -> dict[str, float | None]:
     return timeouts
 
 
-@click.command()
-@click.option("--queue", "-q", "queues", multiple=True, required=True,
+@click.command(context_settings={"auto_envvar_prefix": "FLEETDECK_AGENT", "show_default": True})
+@click.option("--queue", "-q", multiple=True, required=True,
               help="Queue to serve (repeatable; the first listed is served first).")
 @click.option("--name", default=None, help="Worker name (default: this host's name).")
-@click.option("--docker", "docker_image", metavar="IMAGE",
+@click.option("--docker", metavar="IMAGE",
               help="Run tasks in containers of this pre-built image (default: a venv per requirement set).")
 @click.option("--gpus", multiple=True, metavar="IDS",
               help="GPU set for one slot, e.g. 0,1; repeat for more slots (one task at a time per set).")
@@ -85,9 +85,9 @@ def parse_phase_timeouts(items: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--venv-cache-size", default=10, show_default=True, type=click.IntRange(1, 1000),
               help="Venvs kept in the cache (least recently used evicted).")
 @click.option("--min-free", default="2g", show_default=True, help="Free-space floor for the venv cache disk.")
-@click.option("--lease", "lease_s", default=15.0, show_default=True, type=click.FloatRange(2, 3600),
+@click.option("--lease", default=15.0, show_default=True, type=click.FloatRange(2, 3600),
               help="Seconds a task stays leased without a heartbeat (a dead agent's task returns after this).")
-@click.option("--heartbeat", "heartbeat_s", default=2.0, show_default=True, type=click.FloatRange(0.2, 60))
+@click.option("--heartbeat", default=2.0, show_default=True, type=click.FloatRange(0.2, 60))
 @click.option("--abort-grace", default=5.0, show_default=True, type=click.FloatRange(0, 60),
               help="Seconds between SIGTERM and SIGKILL when a task is aborted.")
 @click.option("--phase-timeout", multiple=True, metavar="PHASE=SECONDS",
@@ -101,12 +101,16 @@ def parse_phase_timeouts(items: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--max-tasks", type=click.IntRange(1), default=None, help="Exit after this many tasks.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
 @click.pass_context
-def agent(ctx: click.Context, queues: tuple[str, ...], name: str | None, docker_image: str | None,
+def agent(ctx: click.Context, queue: tuple[str, ...], name: str | None, docker: str | None,
           gpus: tuple[str, ...], cpu_only: bool, work_dir: Path | None, venv_cache: Path | None,
-          venv_cache_size: int, min_free: str, lease_s: float, heartbeat_s: float, abort_grace: float,
+          venv_cache_size: int, min_free: str, lease: float, heartbeat: float, abort_grace: float,
           phase_timeout: tuple[str, ...], memory: str, cpus: float, max_image_size: str, docker_python: str,
           registry: str | None, max_tasks: int | None, log_level: str) -> None:
-    """Run queued tasks on this machine until stopped (SIGTERM/ctrl-c)."""
+    """Run queued tasks on this machine until stopped (SIGTERM/ctrl-c).
+
+    Every option can also come from the environment: FLEETDECK_AGENT_<OPTION>, e.g.
+    FLEETDECK_AGENT_QUEUE="gpu default" or FLEETDECK_AGENT_LEASE=30.
+    """
     from fleetdeck.config import data_home
     from fleetdeck.fleet.agent import Agent, AgentConfig
     from fleetdeck.server_lite.names import BadName, check_name
@@ -115,21 +119,21 @@ def agent(ctx: click.Context, queues: tuple[str, ...], name: str | None, docker_
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the agent's own log
     name = name or socket.gethostname()
     try:
-        for queue in queues:
-            check_name(queue, "queue name")
+        for queue_name in queue:
+            check_name(queue_name, "queue name")
         check_name(name, "worker name")
     except BadName as exc:
         raise click.BadParameter(str(exc)) from None
     config = AgentConfig(
-        queues=list(queues), name=name, gpu_sets=parse_gpu_sets(gpus, cpu_only),
-        work_dir=work_dir or data_home() / "agent" / name, lease_s=lease_s, heartbeat_s=heartbeat_s,
+        queues=list(queue), name=name, gpu_sets=parse_gpu_sets(gpus, cpu_only),
+        work_dir=work_dir or data_home() / "agent" / name, lease_s=lease, heartbeat_s=heartbeat,
         abort_grace_s=abort_grace, phase_timeouts=parse_phase_timeouts(phase_timeout))
-    if docker_image:
+    if docker:
         from fleetdeck.fleet.executors.docker import DockerExecutor, DockerSettings
 
-        executor = DockerExecutor(DockerSettings(image=docker_image, python=docker_python, memory=memory, cpus=cpus,
+        executor = DockerExecutor(DockerSettings(image=docker, python=docker_python, memory=memory, cpus=cpus,
                                                  max_image_bytes=parse_size(max_image_size), registry=registry))
-        executor.check_image(docker_image)
+        executor.check_image(docker)
     else:
         from fleetdeck.fleet.executors.venv import VenvExecutor
         from fleetdeck.fleet.venv_cache import VenvCache
