@@ -61,12 +61,13 @@ from fleetdeck import Task
 task = Task.init(project_name="bench", task_name="scalars")
 report = task.get_logger().report_scalar
 N = int(os.environ["N"])
-before = current_rss(); t_start = time.time(); t0 = time.perf_counter()
+before = current_rss(); t_start = time.time(); t0 = time.perf_counter(); c0 = time.thread_time()
 for i in range(N):
     report("loss", "train", 0.5, i)
-elapsed = time.perf_counter() - t0
+elapsed = time.perf_counter() - t0; cpu = time.thread_time() - c0
 task.flush()
-print(json.dumps({"rate": N / elapsed, "t_start": t_start, "rss_mb": (peak_rss() - before) / 2**20, "task_id": task.id}))
+print(json.dumps({"rate": N / elapsed, "cpu_rate": N / cpu, "t_start": t_start, "rss_mb": (peak_rss() - before) / 2**20,
+                  "task_id": task.id}))
 """,
     "clearml": """
 import json, os, time
@@ -75,11 +76,11 @@ Task.set_offline(True)
 task = Task.init(project_name="bench", task_name="scalars")
 report = task.get_logger().report_scalar
 N = int(os.environ["N"])
-before = current_rss(); t0 = time.perf_counter()
+before = current_rss(); t0 = time.perf_counter(); c0 = time.thread_time()
 for i in range(N):
     report("loss", "train", 0.5, i)
-elapsed = time.perf_counter() - t0
-print(json.dumps({"rate": N / elapsed, "rss_mb": (peak_rss() - before) / 2**20}))
+elapsed = time.perf_counter() - t0; cpu = time.thread_time() - c0
+print(json.dumps({"rate": N / elapsed, "cpu_rate": N / cpu, "rss_mb": (peak_rss() - before) / 2**20}))
 task.close()
 """,
     "mlflow": """
@@ -87,21 +88,21 @@ import json, os, time, mlflow
 mlflow.set_tracking_uri("sqlite:///" + os.environ["BENCH_TMP"] + "/mlflow.db")
 N = int(os.environ["N"])
 with mlflow.start_run():
-    before = current_rss(); t0 = time.perf_counter()
+    before = current_rss(); t0 = time.perf_counter(); c0 = time.thread_time()
     for i in range(N):
         mlflow.log_metric("loss", 0.5, step=i)
-    elapsed = time.perf_counter() - t0
-print(json.dumps({"rate": N / elapsed, "rss_mb": (peak_rss() - before) / 2**20}))
+    elapsed = time.perf_counter() - t0; cpu = time.thread_time() - c0
+print(json.dumps({"rate": N / elapsed, "cpu_rate": N / cpu, "rss_mb": (peak_rss() - before) / 2**20}))
 """,
     "wandb": """
 import json, os, time, wandb
 run = wandb.init(mode="offline", project="bench", dir=os.environ["BENCH_TMP"])
 N = int(os.environ["N"])
-before = current_rss(); t0 = time.perf_counter()
+before = current_rss(); t0 = time.perf_counter(); c0 = time.thread_time()
 for i in range(N):
     run.log({"loss": 0.5}, step=i)
-elapsed = time.perf_counter() - t0
-print(json.dumps({"rate": N / elapsed, "rss_mb": (peak_rss() - before) / 2**20}))
+elapsed = time.perf_counter() - t0; cpu = time.thread_time() - c0
+print(json.dumps({"rate": N / elapsed, "cpu_rate": N / cpu, "rss_mb": (peak_rss() - before) / 2**20}))
 run.finish()
 """,
 }
@@ -214,7 +215,7 @@ def main() -> int:
             try:
                 result = _json_line(run_script(python, RSS + SCALARS[name], {**base_env, "N": str(peer_points[name])})[1])
             except (RuntimeError, ValueError, IndexError) as exc:
-                result = {"rate": float("nan"), "rss_mb": float("nan"), "error": str(exc)}
+                result = {"rate": float("nan"), "cpu_rate": float("nan"), "rss_mb": float("nan"), "error": str(exc)}
             columns[f"{name} {version}"] = _column(times, bare_median, result, peer_points[name], "n/a (offline)")
     finally:
         server.stop()
@@ -222,6 +223,7 @@ def main() -> int:
     rows = [("start-up: import + start + end a run (s, median)", "startup"),
             ("  overhead over a bare script (ms)", "overhead"),
             ("report_scalar on the calling thread (calls/s)", "rate"),
+            ("  per CPU-second of that thread (load-independent)", "cpu_rate"),
             ("  points logged", "points"),
             ("points visible on the server (s)", "visible"),
             ("peak RSS growth while logging (MB)", "rss")]
@@ -251,7 +253,8 @@ def progress(message: str) -> None:
 def _column(times: list[float], bare: float, result: dict[str, Any], points: int, visible: str) -> dict[str, str]:
     median = statistics.median(times)
     return {"startup": f"{median:.3f}", "overhead": f"{(median - bare) * 1000:.0f}",
-            "rate": f"{result['rate']:,.0f}", "points": f"{points:,}", "visible": visible,
+            "rate": f"{result['rate']:,.0f}", "cpu_rate": f"{result.get('cpu_rate', float('nan')):,.0f}",
+            "points": f"{points:,}", "visible": visible,
             "rss": f"{result['rss_mb']:.1f}"}
 
 
