@@ -76,6 +76,8 @@ def _field_predicate(path: str, cond: Any) -> Predicate:
         # equality on a top-level scalar: the hot path of listings (also matches inside arrays)
         def eq_top(doc: Document) -> bool:
             value = doc.get(path, _MISSING)
+            if value.__class__ is bool:  # True == 1 in Python, not in MongoDB
+                return False
             return value == cond or (isinstance(value, list) and cond in value)
         return eq_top
     return lambda doc: _eq(get_path(doc, path), cond)
@@ -85,7 +87,9 @@ def _eq(value: Any, expected: Any) -> bool:
     if expected is None:  # as in MongoDB, null matches a null or a missing field
         return value is _MISSING or value is None
     if isinstance(value, list) and not isinstance(expected, list):
-        return expected in value
+        return any(_eq(item, expected) for item in value)
+    if isinstance(value, bool) != isinstance(expected, bool):  # True == 1 in Python, not in MongoDB
+        return False
     return value is not _MISSING and value == expected
 
 

@@ -27,3 +27,13 @@ def test_first_sorted_equals_a_full_sort(seed: int) -> None:
         sort = [(f, rng.choice([1, -1])) for f in rng.sample(["a", "b", "c"], rng.randrange(1, 4))]
         count = rng.randrange(1, 60)
         assert first_sorted(list(docs), sort, count) == sort_docs(list(docs), sort)[:count], (sort, count)
+
+
+def test_booleans_are_not_numbers_as_in_mongodb() -> None:
+    """mongomock gets this wrong (True matches 1), so it is checked here, not in the contract."""
+    from fleetdeck.server_lite.store.query import matches
+
+    assert not matches({"flag": True}, {"flag": 1})
+    assert not matches({"n": 1}, {"n": True})
+    assert not matches({"flags": [True]}, {"flags": 1})
+    assert matches({"flag": True}, {"flag": True}) and matches({"n": 1}, {"n": 1.0})
