@@ -65,7 +65,8 @@ def make_small_tree(root: Path, files: int) -> None:
         if i % 1000 == 0:
             folder.mkdir(parents=True)
         start = (i * 7919) % (len(payload) - 1200)
-        (folder / f"sample{i:07d}.bin").write_bytes(i.to_bytes(8, "big") + payload[start:start + 200 + i % 1000])
+        content = i.to_bytes(8, "big") + payload[start:start + 200 + i % 1000]
+        (folder / f"sample{i:07d}.bin").write_bytes(content)
 
 
 def change_tree(root: Path, files: int) -> tuple[int, int, int]:
@@ -93,7 +94,8 @@ def bench_small_files(client: Client, server: ServerProcess, work: Path, files: 
     _, hashed = timed(lambda: parent.add_files(src))
     row(f"hash {files:,} files (parent)", f"{hashed:.2f} s ({files / hashed:,.0f} files/s)")
     stats, uploaded = timed(lambda: parent.upload(show_progress=False))
-    row(f"upload {files:,} files (parent, batched)", f"{uploaded:.1f} s ({stats.files_uploaded / uploaded:,.0f} files/s, "
+    row(f"upload {files:,} files (parent, batched)",
+        f"{uploaded:.1f} s ({stats.files_uploaded / uploaded:,.0f} files/s, "
         f"{stats.bytes_uploaded / 1e6:.0f} MB)")
     _, finalized = timed(parent.finalize)
     row("finalize (server checks every blob)", f"{finalized:.2f} s")
@@ -117,7 +119,8 @@ def bench_small_files(client: Client, server: ServerProcess, work: Path, files: 
     stats, uploaded = timed(lambda: child.upload(show_progress=False))
     new_bytes = blob_bytes(server) - before
     expected = stats.bytes_uploaded + stats.manifest_bytes
-    row("child: upload", f"{stats.files_uploaded} files, {stats.bytes_uploaded:,} content bytes in {uploaded:.2f} s; "
+    row("child: upload",
+        f"{stats.files_uploaded} files, {stats.bytes_uploaded:,} content bytes in {uploaded:.2f} s; "
         f"server grew {new_bytes:,} B", f"only the {modified + added} new files",
         "PASS" if stats.files_uploaded == modified + added and new_bytes == expected else "FAIL")
     shutil.rmtree(src)
@@ -133,7 +136,8 @@ def bench_unchanged_tree(client: Client, server: ServerProcess, work: Path, tota
         (src / f"part{i:03d}.bin").write_bytes(os.urandom(size))
     first = Dataset.create("big-tree", "bench", client=client)
     _, hashed = timed(lambda: first.add_files(src))
-    row(f"hash {count * size / 1e9:.2f} GB ({count} files)", f"{hashed:.2f} s ({count * size / hashed / 1e9:.2f} GB/s)")
+    row(f"hash {count * size / 1e9:.2f} GB ({count} files)",
+        f"{hashed:.2f} s ({count * size / hashed / 1e9:.2f} GB/s)")
     stats, uploaded = timed(lambda: first.upload(show_progress=False))
     row("upload it (chunked)", f"{uploaded:.1f} s ({stats.bytes_uploaded / uploaded / 1e6:.0f} MB/s)")
     first.finalize()
@@ -142,8 +146,9 @@ def bench_unchanged_tree(client: Client, server: ServerProcess, work: Path, tota
     before = blob_bytes(server)
     stats, uploaded = timed(lambda: again.upload(show_progress=False))
     grew = blob_bytes(server) - before
-    row("re-add unchanged tree as new version", f"{stats.bytes_uploaded} content bytes uploaded, server grew {grew} B, "
-        f"{uploaded:.2f} s", "0 content bytes", "PASS" if stats.bytes_uploaded == 0 and grew == 0 else "FAIL")
+    row("re-add unchanged tree as new version",
+        f"{stats.bytes_uploaded} content bytes uploaded, server grew {grew} B, {uploaded:.2f} s",
+        "0 content bytes", "PASS" if stats.bytes_uploaded == 0 and grew == 0 else "FAIL")
     shutil.rmtree(src)
 
 
@@ -158,11 +163,13 @@ def bench_manifest(entries: int) -> None:
     back, decoded = timed(lambda: decode(blob))
     assert back == manifest
     row(f"manifest {entries:,}: encode / decode+check", f"{encoded:.2f} s / {decoded:.2f} s")
-    row(f"manifest {entries:,}: blob size, memory held", f"{len(blob) / 1e6:.1f} MB, ~{held / 1e6:.0f} MB in RAM")
+    row(f"manifest {entries:,}: blob size, memory held",
+        f"{len(blob) / 1e6:.1f} MB, ~{held / 1e6:.0f} MB in RAM")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
     files, tree_bytes, entries = (10_000, 100 << 20, 100_000) if args.quick else (100_000, 1 << 30, 1_000_000)

@@ -54,7 +54,7 @@ from fleetdeck.client import Client
 from fleetdeck.config import data_home
 from fleetdeck.errors import FleetdeckError, NotFound, RequestRejected
 
-__all__ = ["Dataset", "HostilePath", "ManifestDiff", "UploadStats", "VerifyReport"]
+__all__ = ["Dataset", "DatasetError", "HostilePath", "ManifestDiff", "UploadStats", "VerifyReport"]
 
 log = logging.getLogger("fleetdeck.dataset")
 _MISSING_BATCH = 50_000
@@ -62,7 +62,8 @@ _SMALL_BLOB_MAX = 1 << 20
 """Files up to this size are uploaded many to a request (the server's ``/blobs/batch`` limit)."""
 _BATCH_BYTES = 8 << 20
 _BATCH_FILES = 2000
-_TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+"""A server-made id (task or dataset version)."""
 
 
 class DatasetError(FleetdeckError):
@@ -98,7 +99,6 @@ class Dataset:
         self._sources = sources or {}
         """Dataset path -> local file holding its content, for files added in this draft."""
         self._uploaded = doc.get("manifest")
-        self._lock = threading.Lock()
 
     # -- identity --------------------------------------------------------------------------
 
@@ -543,7 +543,7 @@ def _current_task_id() -> str | None:
     if current is not None:
         task_id = current.id
         # offline runs ("offline-...") and non-zero ranks ("") have no server task to link to
-        return task_id if _TASK_ID.match(task_id) else None
+        return task_id if _ID.match(task_id) else None
     return os.environ.get("FLEETDECK_TASK_ID") or None
 
 
@@ -615,7 +615,7 @@ def _seg(value: str) -> str:
 
 
 def _draft_file(dataset_id: str) -> Path:
-    if not _TASK_ID.match(dataset_id):
+    if not _ID.match(dataset_id):
         raise DatasetError(f"{dataset_id!r} is not a dataset id")
     return data_home() / "dataset-drafts" / f"{dataset_id}.draft"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from fleetdeck.server_lite.process import ServerProcess
 from .trees import read_tree, write_tree
 
 
+Fd = Callable[..., tuple[int, str, str]]
+
+
 @pytest.fixture
-def fd(server: ServerProcess, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def fd(server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> Fd:
     """Run ``fleetdeck --server URL --token T ARGS...``; returns (exit code, stdout, stderr)."""
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -31,7 +35,7 @@ def fd(server: ServerProcess, capsys: pytest.CaptureFixture[str]):  # type: igno
     return run
 
 
-def test_build_two_versions_then_diff_get_and_verify(fd, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_build_two_versions_then_diff_get_and_verify(fd: Fd, name: str, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", {"img/a.png": b"a" * 300, "img/b.png": b"b" * 300,
                                         "img/notes.txt": b"skip me", "old.csv": b"1,2"})
     code, out, err = fd("data", "create", "--project", "cli", "--name", name)
@@ -80,11 +84,12 @@ def test_build_two_versions_then_diff_get_and_verify(fd, name: str, tmp_path: Pa
     assert read_tree(copy) == expected
 
 
-def test_user_mistakes_are_one_line_with_exit_2(fd, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_user_mistakes_are_one_line_with_exit_2(fd: Fd, name: str, tmp_path: Path) -> None:
     code, _, err = fd("data", "add", str(tmp_path))
     assert code == 2 and "no current dataset draft" in err
     code, _, err = fd("data", "get", f"cli/{name}-missing")
-    assert (code, err.strip()) == (2, f"error: no finalized version of dataset '{name}-missing' in project 'cli'")
+    assert (code, err.strip()) == \
+        (2, f"error: no finalized version of dataset '{name}-missing' in project 'cli'")
     code, _, err = fd("data", "get", "not a reference")
     assert code == 2 and "neither a dataset id nor PROJECT/NAME" in err
 

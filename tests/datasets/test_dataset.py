@@ -56,7 +56,8 @@ def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
     added_bytes = stored_blob_bytes(server) - before
     assert stats.files_uploaded == 2
     assert stats.bytes_uploaded == len(new_dog) + len(new_bird)
-    assert stats.bytes_skipped == sum(len(V1_FILES[p]) for p in ("train/cat.bin", "labels.csv", "weights/big.bin"))
+    unchanged = ("train/cat.bin", "labels.csv", "weights/big.bin")
+    assert stats.bytes_skipped == sum(len(V1_FILES[p]) for p in unchanged)
     assert added_bytes == len(new_dog) + len(new_bird) + stats.manifest_bytes, \
         "the server must have received only the new content and the manifest"
     v2.finalize()
@@ -77,7 +78,8 @@ def test_v2_uploads_only_what_changed_and_reads_back_byte_for_byte(
         {"added": 1, "modified": 1, "removed": 1}
     doc = client.get(f"/datasets/{v2.id}")
     assert (doc["files"], doc["size"], doc["added"], doc["modified"], doc["removed"]) == \
-        (len(expected), sum(map(len, expected.values())), 1, 1, 1), "the server computes the counts from the manifests"
+        (len(expected), sum(map(len, expected.values())), 1, 1, 1), \
+        "the server computes the counts from the manifests"
 
     # the parent is untouched and still reads back as it was
     assert read_tree(Dataset.get(dataset_id=v1.id, client=client).get_local_copy()) == V1_FILES
@@ -96,7 +98,8 @@ def test_unchanged_tree_as_new_version_uploads_no_content(client: Client, name: 
     assert again.list_added_files() == v1.list_files()
 
 
-def test_corrupted_cached_file_is_detected_and_fetched_again(client: Client, name: str, tmp_path: Path) -> None:
+def test_corrupted_cached_file_is_detected_and_fetched_again(client: Client, name: str,
+                                                            tmp_path: Path) -> None:
     v1 = _v1(client, tmp_path / "src", name)
     local = Path(Dataset.get(dataset_id=v1.id, client=client).get_local_copy())
     victim = local / "train/cat.bin"
@@ -130,7 +133,8 @@ def test_mutable_copy_and_verify_of_a_folder(client: Client, name: str, tmp_path
     with pytest.raises(FleetdeckError, match="not empty"):
         Dataset.get(dataset_id=v1.id, client=client).get_mutable_local_copy(target)
     report = Dataset.get(dataset_id=v1.id, client=client).verify(target)
-    assert (report.corrupted, report.missing, report.extra) == (["labels.csv"], ["train/dog.bin"], ["notes.md"])
+    assert (report.corrupted, report.missing, report.extra) == \
+        (["labels.csv"], ["train/dog.bin"], ["notes.md"])
     assert read_tree(target) == {**V1_FILES, "notes.md": b"mine"}, "repaired; the user's own file is kept"
 
 
@@ -157,12 +161,14 @@ def test_versions_are_numbered_and_resolved_by_name(client: Client, name: str, t
     v3.finalize()
     assert Dataset.get(dataset_name=name, dataset_project="vision", client=client).id == v3.id, \
         "by name: the latest finalized version (v2 is still a draft)"
-    assert Dataset.get(dataset_name=name, dataset_project="vision", dataset_version="2", client=client).id == v2.id
+    by_number = Dataset.get(dataset_name=name, dataset_project="vision", dataset_version="2", client=client)
+    assert by_number.id == v2.id
     with pytest.raises(NotFound, match=f"no version 9 of dataset '{name}'"):
         Dataset.get(dataset_name=name, dataset_project="vision", dataset_version=9, client=client)
 
 
-def test_draft_survives_between_processes_and_refuses_changed_files(client: Client, name: str, tmp_path: Path) -> None:
+def test_draft_survives_between_processes_and_refuses_changed_files(client: Client, name: str,
+                                                                   tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", {"a.bin": b"a" * 1000, "b.bin": b"b" * 1000})
     draft = Dataset.create(name, "p", client=client)
     draft.add_files(src)

@@ -77,7 +77,8 @@ def test_finalize_needs_a_manifest_whose_contents_are_all_stored(client: Client,
     never_uploaded = hashlib.sha256(b"never uploaded").hexdigest()
     manifest = encode({"a": FileEntry(stored, 10, 0o644), "b": FileEntry(never_uploaded, 14, 0o755)})
     with pytest.raises(RequestRejected, match="is not uploaded"):
-        client.request("PATCH", f"/datasets/{draft['id']}", json={"manifest": hashlib.sha256(manifest).hexdigest()})
+        client.request("PATCH", f"/datasets/{draft['id']}",
+                       json={"manifest": hashlib.sha256(manifest).hexdigest()})
     sha = _upload(client, manifest)
     doc = client.request("PATCH", f"/datasets/{draft['id']}", json={"manifest": sha})
     assert (doc["files"], doc["size"], doc["added"]) == (2, 24, 2)

@@ -51,7 +51,8 @@ def _diff_rows(screen: DatasetsScreen) -> list[str]:
     return [str(key.value) for key in table.rows]
 
 
-def test_lineage_tree_readers_and_diff_between_two_versions(client: Client, name: str, tmp_path: Path) -> None:
+def test_lineage_tree_readers_and_diff_between_two_versions(client: Client, name: str,
+                                                            tmp_path: Path) -> None:
     v1, v2, v3, task = _versions(client, name, tmp_path)
     app = make_app(client, view="datasets")
 
