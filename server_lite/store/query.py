@@ -78,7 +78,9 @@ def _field_predicate(path: str, cond: Any) -> Predicate:
             value = doc.get(path, _MISSING)
             if value.__class__ is bool:  # True == 1 in Python, not in MongoDB
                 return False
-            return value == cond or (isinstance(value, list) and cond in value)
+            if isinstance(value, list):
+                return any(_eq(item, cond) for item in value)
+            return value == cond
         return eq_top
     return lambda doc: _eq(get_path(doc, path), cond)
 
