@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,25 @@ def test_sync_folder_mirrors_a_folder_including_a_rename_by_case(client: Client,
     (src / "a.txt").write_bytes(b"A")
     assert draft.sync_folder(src, dataset_path="data") == (2, 2)
     assert draft.list_files() == ["data/README.md", "data/a.txt"]
+
+
+def test_an_interrupted_upload_resumes_where_the_server_stopped(client: Client, name: str,
+                                                                tmp_path: Path) -> None:
+    big = os.urandom(1_500_000)
+    src = write_tree(tmp_path / "src", {"big.bin": big, "small.txt": b"small"})
+    draft = Dataset.create(name, "vision", client=client)
+    draft.add_files(src)
+    sha = draft.file_entry("big.bin").sha256
+    client.post("/blobs/uploads", {"sha256": sha, "size": len(big)})     # an upload cut off at 600 kB
+    client.request("PUT", f"/blobs/uploads/{sha}", params={"offset": 0}, content=big[:600_000],
+                   headers={"Content-Type": "application/octet-stream"})
+    advanced: list[int] = []
+
+    def progress(description: str, total: int) -> Callable[[int], None]:
+        return advanced.append
+
+    stats = draft.upload(progress=progress)
+    assert stats.files_uploaded == 2
+    assert sorted(advanced) == [5, 600_000, 900_000], "the big file resumes at byte 600,000; not sent twice"
+    draft.finalize()
+    assert read_tree(draft.get_local_copy()) == {"big.bin": big, "small.txt": b"small"}
