@@ -40,7 +40,11 @@ _ID_PREFIX = re.compile(r"^[0-9a-f]{4,32}$")
 
 @click.group()
 def data() -> None:
-    """Versioned datasets: only changed files are uploaded."""
+    """Versioned datasets: only changed files are uploaded.
+
+    DATASET is a version id (or a unique prefix of it) or PROJECT/NAME[@VERSION]; without
+    @VERSION, the latest finalized version.
+    """
 
 
 @contextmanager
@@ -293,7 +297,7 @@ def diff(ctx: click.Context, ref: str, other: str | None) -> None:
 def get(ctx: click.Context, ref: str, target: Path | None, overwrite: bool) -> None:
     """Download a version (parents merged) and print the folder that holds it.
 
-    Run inside a task (``$FLEETDECK_TASK_ID`` set, as on an agent), the version is recorded as
+    Run inside a task ($FLEETDECK_TASK_ID set, as on an agent), the version is recorded as
     the task's input.
     """
     dataset = _dataset(ctx, ref, reading=True)
