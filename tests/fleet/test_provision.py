@@ -252,6 +252,28 @@ def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[S
     assert started.returncode == 0 and "started (pid" in started.stdout
     wait_for(lambda: "host2" in {w["id"] for w in client.list_workers()}, timeout=30, message="agent back")
 
+    # logs -f follows the file over SSH: lines written on the host after it started show up.
+    import select
+
+    follow = subprocess.Popen([sys.executable, "-m", "fleetdeck.app", "fleet", "logs", "host2", "-f", "-n", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        marker = f"follow-marker-{time.time()}"
+        log_file = hosts[0].home / ".fleetdeck" / "logs" / "agent.log"
+        assert follow.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 30
+        while marker not in seen and time.monotonic() < deadline:
+            with log_file.open("a") as fh:  # keep writing: the remote tail may not have started yet
+                fh.write(marker + "\n")
+            if select.select([follow.stdout], [], [], 0.5)[0]:
+                seen += follow.stdout.readline()
+        assert marker in seen
+    finally:
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=15)
+    assert follow.returncode in (0, 130) and "Traceback" not in err
+
 
 LEAK_HOOK = '''\
 # Test-only hook: while a job runs, the real fleetdeck agent leaks FLEETDECK_TEST_LEAK_MB MiB
