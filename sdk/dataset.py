@@ -482,25 +482,25 @@ class Dataset:
         Files the cache already holds are not downloaded again; a cached file that was altered is
         detected (its size, time or inode changed) and fetched again.
         """
-        self._require_manifest()
-        return str(self._copies().cached_copy(self.id, self._manifest, progress or no_progress))
+        key = self._cache_key()
+        return str(self._copies().cached_copy(key, self._manifest, progress or no_progress))
 
     def get_mutable_local_copy(self, target_folder: str | os.PathLike[str], overwrite: bool = False,
                                progress: ProgressFactory | None = None) -> str:
         """A writable copy of the version in ``target_folder`` (empty, unless ``overwrite``)."""
-        self._require_manifest()
+        self._cache_key()
         return str(self._copies().mutable_copy(Path(target_folder), self._manifest, overwrite=overwrite,
                                                progress=progress or no_progress))
 
     def verify(self, path: str | os.PathLike[str] | None = None, repair: bool = True,
                progress: ProgressFactory | None = None) -> VerifyReport:
         """Re-hash a local copy (default: the cached one) against the manifest and fetch what differs."""
-        self._require_manifest()
+        key = self._cache_key()
         copies = self._copies()
         cached = path is None
-        target = copies.root / "datasets" / self.id if cached else Path(path)  # type: ignore[arg-type]
+        target = copies.root / "datasets" / key if cached else Path(path)  # type: ignore[arg-type]
         if cached and not target.is_dir():
-            copies.cached_copy(self.id, self._manifest, progress or no_progress)
+            copies.cached_copy(key, self._manifest, progress or no_progress)
         return copies.verify(target, self._manifest, repair=repair, link=cached,
                              progress=progress or no_progress)
 
@@ -509,9 +509,19 @@ class Dataset:
     def _copies(self) -> LocalCopies:
         return LocalCopies(self._client)
 
-    def _require_manifest(self) -> None:
-        if not self.is_final and self._uploaded is None and self._manifest:
-            raise DatasetError(f"dataset {self.name!r} v{self.version} is a draft that was never uploaded")
+    def _cache_key(self) -> str:
+        """Name of the cached copy: the id of a final version; a draft's id and uploaded manifest.
+
+        Raises:
+            DatasetError: a draft whose current file list is not uploaded (its content may not be
+                on the server yet).
+        """
+        if self.is_final:
+            return self.id
+        if self._uploaded is None or self._uploaded != _sha256(manifests.encode(self._manifest)):
+            raise DatasetError(f"dataset {self.name!r} v{self.version} is a draft with changes that are not "
+                               "uploaded; call upload() first")
+        return f"{self.id}-{self._uploaded[:16]}"
 
     def _check_draft(self, action: str) -> None:
         if self.is_final:

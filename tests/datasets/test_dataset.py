@@ -252,3 +252,16 @@ def test_an_interrupted_upload_resumes_where_the_server_stopped(client: Client, 
     assert sorted(advanced) == [5, 600_000, 900_000], "the big file resumes at byte 600,000; not sent twice"
     draft.finalize()
     assert read_tree(draft.get_local_copy()) == {"big.bin": big, "small.txt": b"small"}
+
+
+def test_a_draft_reads_back_only_what_it_uploaded(client: Client, name: str, tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": b"a"})
+    draft = Dataset.create(name, "vision", client=client)
+    draft.add_files(src)
+    draft.upload(show_progress=False)
+    assert read_tree(draft.get_local_copy()) == {"a.txt": b"a"}
+    draft.add_files(write_tree(tmp_path / "more", {"b.txt": b"b"}))
+    with pytest.raises(DatasetError, match="changes that are not uploaded"):
+        draft.get_local_copy()
+    draft.upload(show_progress=False)
+    assert read_tree(draft.get_local_copy()) == {"a.txt": b"a", "b.txt": b"b"}, "a new upload, a new copy"
