@@ -281,6 +281,7 @@ class Supervisor:
         self._stop = False
         self._manual = False
         self._dead_finding: dict[str, Any] | None = None
+        self._journal_lock = threading.Lock()
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -471,12 +472,17 @@ class Supervisor:
                         gpu_util=gpu_util, gpu_mem_mib=gpu_mem)
         opened, resolved = self.detector.observe(sample)
         for finding in opened:
-            finding.evidence = capture_evidence(self.agent.pid if self.agent else None, self.log_file,
-                                                [Path(self.config.venv) / "bin"] if self.config.venv else [])
-            self._report_finding(self._finding_doc(finding))
+            # Evidence (py-spy, nvidia-smi) may take seconds; the loop must keep watching meanwhile.
+            threading.Thread(target=self._capture_and_report, args=(finding, self.agent.pid if self.agent else None),
+                             name="fleetdeck-evidence", daemon=True).start()
         for finding in resolved:
             self._report_finding({**self._finding_doc(finding), "state": "resolved",
                                   "resolution": "cleared: the condition ended"})
+
+    def _capture_and_report(self, finding: Finding, agent_pid: int | None) -> None:
+        finding.evidence = capture_evidence(agent_pid, self.log_file,
+                                            [Path(self.config.venv) / "bin"] if self.config.venv else [])
+        self._report_finding(self._finding_doc(finding))
 
     def _finding_doc(self, finding: Finding) -> dict[str, Any]:
         return {"id": finding.id, "host": self.config.host, "worker": self.config.worker, "cause": finding.cause,
@@ -500,8 +506,9 @@ class Supervisor:
             self.reporter.send("POST", f"/fleet/hosts/{quote(self.config.host, safe='')}/restarts", record)
 
     def _report_finding(self, doc: dict[str, Any]) -> None:
-        with (self.root / "run" / "findings.jsonl").open("a") as fh:
-            fh.write(json.dumps({k: v for k, v in doc.items() if k != "evidence"}) + "\n")
+        line = json.dumps({k: v for k, v in doc.items() if k != "evidence"}) + "\n"
+        with self._journal_lock, (self.root / "run" / "findings.jsonl").open("a") as fh:
+            fh.write(line)
         if self.reporter:
             self.reporter.send("POST", "/fleet/findings", doc)
 
