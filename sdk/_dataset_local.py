@@ -18,14 +18,16 @@ refused instead of followed.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,30 +184,34 @@ class LocalCopies:
 
     def cached_copy(self, dataset_id: str, manifest: Mapping[str, FileEntry],
                     progress: ProgressFactory = no_progress) -> Path:
-        """The read-only copy of a version, built once, checked and repaired on each call."""
+        """The read-only copy of a version, built once, checked and repaired on each call.
+
+        A lock file serialises processes that get the same version at once: the second waits and
+        then finds the copy built, instead of building (or deleting) one beside it.
+        """
         target = self.root / "datasets" / dataset_id
         state_file = target.with_name(dataset_id + ".state")
-        stats = _read_state(state_file)
-        if stats is not None and target.is_dir():
-            suspects = [p for p, e in manifest.items() if _stat_key(target / p) != stats.get(p)]
-            if suspects:
-                bad = self._check(target, {p: manifest[p] for p in suspects})
-                self._repair(target, {p: manifest[p] for p in bad}, link=True, progress=progress)
-                stats.update({p: _stat_key(target / p) for p in suspects})
-                _write_state(state_file, stats)
-            return target
-        self.blobs.fetch({e.sha256: e.size for e in manifest.values()}, progress)
-        building = target.with_name(f"{dataset_id}.{uuid.uuid4().hex}.building")
-        try:
-            self._place_all(building, manifest, link=True)
-            stats = {p: _stat_key(building / p) for p in manifest}
-            if target.exists():  # an earlier build was interrupted before its state was written
-                shutil.rmtree(target)
-            os.replace(building, target)
-        finally:
-            if building.exists():
-                shutil.rmtree(building)
-        _write_state(state_file, {p: _stat_key(target / p) for p in manifest})
+        with _locked(target.with_name(dataset_id + ".lock")):
+            stats = _read_state(state_file)
+            if stats is not None and target.is_dir():
+                suspects = [p for p in manifest if _stat_key(target / p) != stats.get(p)]
+                if suspects:
+                    bad = self._check(target, {p: manifest[p] for p in suspects})
+                    self._repair(target, {p: manifest[p] for p in bad}, link=True, progress=progress)
+                    stats.update({p: _stat_key(target / p) for p in suspects})
+                    _write_state(state_file, stats)
+                return target
+            self.blobs.fetch({e.sha256: e.size for e in manifest.values()}, progress)
+            building = target.with_name(f"{dataset_id}.{uuid.uuid4().hex}.building")
+            try:
+                self._place_all(building, manifest, link=True)
+                if target.exists():  # an earlier build was interrupted before its state was written
+                    shutil.rmtree(target)
+                os.replace(building, target)
+            finally:
+                if building.exists():
+                    shutil.rmtree(building)
+            _write_state(state_file, {p: _stat_key(target / p) for p in manifest})
         return target
 
     def mutable_copy(self, target: Path, manifest: Mapping[str, FileEntry], *, overwrite: bool,
@@ -277,6 +283,18 @@ class LocalCopies:
 
         with ThreadPoolExecutor(max_workers=min(8, default_workers()), thread_name_prefix="fd-place") as pool:
             list(pool.map(run, range(0, len(items), 256)))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _stat_key(path: Path) -> list[int] | None:

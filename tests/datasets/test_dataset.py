@@ -265,3 +265,17 @@ def test_a_draft_reads_back_only_what_it_uploaded(client: Client, name: str, tmp
         draft.get_local_copy()
     draft.upload(show_progress=False)
     assert read_tree(draft.get_local_copy()) == {"a.txt": b"a", "b.txt": b"b"}, "a new upload, a new copy"
+
+
+def test_processes_getting_one_version_at_once_share_one_copy(client: Client, name: str,
+                                                              server: ServerProcess, tmp_path: Path) -> None:
+    v1 = _v1(client, tmp_path / "src", name)
+    script = ("import sys; from fleetdeck import Dataset; "
+              "print(Dataset.get(dataset_id=sys.argv[1]).get_local_copy())")
+    env = {**os.environ, "FLEETDECK_SERVER_URL": server.url, "FLEETDECK_API_TOKEN": server.admin_token}
+    procs = [subprocess.Popen([sys.executable, "-c", script, v1.id], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1 and read_tree(paths.pop()) == V1_FILES
