@@ -246,26 +246,28 @@ class _TaskEvents:
             if batch_id in self.committed:
                 return AppendResult(duplicate=True)
             writes: dict[str, bytes] = {}
-            new_series: list[tuple[tuple[str, str], int]] = []
+            new_series: dict[tuple[str, str], int] = {}
+            series_lines: list[bytes] = []
             staged: list[tuple[int, np.ndarray]] = []
             next_n = len(self.series)
             for group in batch.get("scalars", ()):
                 key = (group["metric"], group["variant"])
                 n = self.series.get(key)
                 if n is None:
-                    n = next((num for k, num in new_series if k == key), None)
+                    n = new_series.get(key)
                 if n is None:
                     n = next_n
                     next_n += 1
-                    new_series.append((key, n))
-                    writes["series.jsonl"] = writes.get("series.jsonl", b"") + orjson.dumps(
-                        {"n": n, "m": key[0], "v": key[1]}) + b"\n"
+                    new_series[key] = n
+                    series_lines.append(orjson.dumps({"n": n, "m": key[0], "v": key[1]}) + b"\n")
                 try:
                     points = _points_array(group)
                 except (OverflowError, ValueError) as exc:
                     raise BadDocument(f"scalars {key[0]}/{key[1]}: {exc}") from None
                 staged.append((n, points))
                 writes[f"s{n}.bin"] = writes.get(f"s{n}.bin", b"") + points.tobytes()
+            if series_lines:  # joined once: a batch with 10,000 new series stays linear
+                writes["series.jsonl"] = b"".join(series_lines)
             console = batch.get("console", ())
             if console:
                 base = self._size("console.jsonl")
@@ -303,7 +305,7 @@ class _TaskEvents:
                     raise StoreFull(f"disk full: cannot store events of task {self.folder.name}") from None
                 raise StoreError(f"cannot store events: {exc.strerror}") from None
             self.committed.add(batch_id)
-            for key, n in new_series:
+            for key, n in new_series.items():
                 self.series[key] = n
                 self.summaries[n] = SeriesSummary(*key)
             touched = []
