@@ -131,4 +131,7 @@ def job_image(docker_client: object, tmp_path_factory: pytest.TempPathFactory) -
         container.commit(repository="fleetdeck-test-job", tag=digest)
     finally:
         container.remove(force=True)
+    for old in client.images.list(name="fleetdeck-test-job"):  # type: ignore[attr-defined]
+        if tag not in old.tags:  # layers of earlier SDK versions: not needed again
+            client.images.remove(old.id, force=True)  # type: ignore[attr-defined]
     return tag
