@@ -247,7 +247,7 @@ def bench_mlflow(scale: Scale, work: Path, rows: dict[str, Row]) -> None:
                 run = call("runs/create", {"experiment_id": experiment, "run_name": f"run-{i:06d}",
                                            "start_time": int(time.time() * 1000), "tags": [
                                                {"key": "project", "value": PROJECTS[i % len(PROJECTS)]},
-                                               {"key": "gpu", "value": "yes" if i % 5 < 2 else "no"}]})
+                                               {"key": "gpu", "value": "yes" if (i // len(PROJECTS)) % 5 < 2 else "no"}]})
                 run_id = run["run"]["info"]["run_id"]
                 call("runs/log-batch", {"run_id": run_id, "params": [
                     {"key": "lr", "value": str(random.random())}, {"key": "batch", "value": "64"}]})
