@@ -23,7 +23,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from fleetdeck.app.tui.data import DataSource, TaskQuery
+from fleetdeck.app.tui.data import DataSource, TaskQuery, Unavailable
 from fleetdeck.app.tui.fmt import clean
 from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
@@ -159,6 +159,13 @@ class FleetdeckApp(App[None]):
         self.last_error: str | None = None
         """Why the last poll failed; None while the server answers."""
         self.paused = False
+        self.host_health: dict[str, int] | None = None
+        """Fleet hosts by health (ok, degraded, down, …); None when the server has no fleet API."""
+        self.waste: dict[str, str] = {}
+        """Reason per task id (and ``host:NAME``) flagged as wasting GPUs right now (``GET /costs/flags``)."""
+        self._fleet_poller: Poller[tuple[dict[str, int] | None, dict[str, str]]] = Poller(
+            self, self._fetch_fleet_health, self._apply_fleet_health, self.mark_stale, self.settings.poll_s * 5,
+            "fleet-health")
         self._summary_poller: Poller[tuple[dict[str, Any], int]] = Poller(
             self, self._fetch_summary, self._apply_summary, self.mark_stale, self.settings.poll_s, "summary")
         from fleetdeck.app.tui.screens.commandlog import CommandLogScreen
@@ -194,11 +201,13 @@ class FleetdeckApp(App[None]):
             self.set_keymap(self.settings.keymap)
         self.switch_view(self.initial_view, self.initial_filter)
         self._summary_poller.poll_now()
+        self._fleet_poller.poll_now()
         if self.notice:
             self.notify(self.notice, title="fleetdeck", timeout=15)
 
     def on_unmount(self) -> None:
         self._summary_poller.pause()
+        self._fleet_poller.pause()
 
     def _feature_screen(self, mode: str) -> Screen[Any]:
         module_name, class_name, title, reason = FEATURE_SCREENS[mode]
@@ -224,6 +233,32 @@ class FleetdeckApp(App[None]):
 
     def _fetch_summary(self) -> tuple[dict[str, Any], int]:
         return self.source.summary(), len(self.source.workers())
+
+    def _fetch_fleet_health(self) -> tuple[dict[str, int] | None, dict[str, str]]:
+        """Host health counts and waste flags; each is optional (absent on an older server)."""
+        health: dict[str, int] | None
+        try:
+            health = {}
+            for host in self.source.fleet_hosts():
+                state = str(host.get("state") or "unknown")
+                health[state] = health.get(state, 0) + 1
+        except Unavailable:
+            health = None
+        waste: dict[str, str] = {}
+        try:
+            for flag in self.source.waste_flags():
+                reason = str(flag.get("reason") or flag.get("kind") or "GPU waste")
+                if flag.get("task_id"):
+                    waste[str(flag["task_id"])] = reason
+                elif flag.get("host"):
+                    waste[f"host:{flag['host']}"] = reason
+        except Unavailable:
+            pass  # no cost feature on this server: nothing to mark
+        return health, waste
+
+    def _apply_fleet_health(self, data: tuple[dict[str, int] | None, dict[str, str]]) -> None:
+        self.host_health, self.waste = data
+        self._update_header()
 
     def _apply_summary(self, data: tuple[dict[str, Any], int]) -> None:
         self.summary, self.worker_count = data
@@ -330,10 +365,11 @@ class FleetdeckApp(App[None]):
                 setter = getattr(screen, "set_paused", None)
                 if setter is not None:
                     setter(self.paused)
-        if self.paused:
-            self._summary_poller.pause()
-        else:
-            self._summary_poller.resume()
+        for poller in (self._summary_poller, self._fleet_poller):
+            if self.paused:
+                poller.pause()
+            else:
+                poller.resume()
         self.notify("live refresh paused (p resumes)" if self.paused else "live refresh resumed")
         self._update_header()
 

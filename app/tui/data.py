@@ -27,6 +27,8 @@ FLEET_HOSTS = "/fleet/hosts"
 """Inventory of SSH hosts, published by the fleet manager (issue 5)."""
 TRIAGE_FINDINGS = "/fleet/findings"
 """The supervisor's findings, newest first (issue 5)."""
+WASTE_FLAGS = "/costs/flags"
+"""Waste happening now: running tasks holding idle GPUs, orphaned GPU memory (issue 8)."""
 
 TASK_FILTER_KEYS = ("status", "project", "user", "tag")
 """``key:value`` words the experiments filter understands; any other word matches the name."""
@@ -180,6 +182,9 @@ class DataSource:
 
     def findings(self) -> list[dict[str, Any]]:
         return self._optional_list(TRIAGE_FINDINGS, "triage findings")
+
+    def waste_flags(self) -> list[dict[str, Any]]:
+        return self._optional_list(WASTE_FLAGS, "waste flags")
 
     def _optional_list(self, path: str, what: str) -> list[dict[str, Any]]:
         try:

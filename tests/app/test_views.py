@@ -142,3 +142,32 @@ def test_fleet_hosts_and_triage_findings_with_a_one_key_action(tui_client: Clien
         assert entry.action == "triage abort-requeue" and entry.ok
 
     drive(make_app(tui_client, view="fleet"), scenario)
+
+
+def test_a_run_wasting_its_gpu_is_marked_in_experiments_and_header(tui_client: Client) -> None:
+    """The cost feature's live flags (``GET /costs/flags``) from a run's own resource samples."""
+    import time
+
+    from fleetdeck.app.tui.screens.experiments import ExperimentsScreen
+
+    task = tui_client.create_task(name="idle-gpu", project="tui/waste", runtime={"host": "gpu-w"},
+                                  environment={"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}]})
+    tui_client.set_status(task["id"], "in_progress")
+    stamps = [time.time() - 3600 + 10 * i for i in range(360)]
+    tui_client.post_events(task["id"], {"scalars": [
+        {"metric": ":monitor:", "variant": "gpu.0.util", "iterations": list(range(360)), "values": [1.0] * 360,
+         "timestamps": stamps},
+        {"metric": ":monitor:", "variant": "cpu.percent", "iterations": list(range(360)), "values": [100.0] * 360,
+         "timestamps": stamps}]})
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = await until(pilot, lambda: isinstance(app.screen, ExperimentsScreen) and app.screen)
+        screen.set_filter("idle-gpu")
+        await until(pilot, lambda: task["id"] in app.waste and task["id"] in screen.rows, message="the waste flag")
+        assert "input pipeline bound" in app.waste[task["id"]]
+        screen.refresh_data()
+        table = screen.query_one("#tasks", DataTable)
+        await until(pilot, lambda: str(table.get_row(task["id"])[1]) == "in progress ⚠", message="the marked row")
+        assert "⚠ 1 wasting GPUs" in app.screen.query_one("StatusHeader").render_status().plain
+
+    drive(make_app(tui_client), scenario)

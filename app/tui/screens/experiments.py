@@ -190,7 +190,7 @@ class ExperimentsScreen(ViewScreen):
         started = task.get("started") or task.get("created")
         cells: list[Any] = [
             Text("●", style="bold yellow") if task["id"] in self.marked else Text(" "),
-            status_text(task.get("status", "")),
+            _status_cell(task, self.fd_app.waste.get(task["id"])),
             literal(task.get("project_name", ""), limit=40),
             literal(task.get("name", ""), limit=80),
             literal(task.get("user", ""), limit=30),
@@ -459,6 +459,14 @@ class ExperimentsScreen(ViewScreen):
                 self.run_action(f"{verb.lower()}ed {len(tasks)} experiment(s)", lambda: [act(t) for t in tasks])
 
         self.app.push_screen(ConfirmScreen(verb, names), confirmed)
+
+
+def _status_cell(task: dict[str, Any], waste: str | None) -> Text:
+    """The status, with a ⚠ when the cost feature flags the run as wasting its GPUs right now."""
+    cell = status_text(task.get("status", ""))
+    if waste:
+        cell.append(" ⚠", style="bold yellow")
+    return cell
 
 
 def _pick_metric_keys(items: list[dict[str, Any]], configured: list[str] | None, limit: int = 2) -> list[str]:

@@ -189,7 +189,7 @@ class FleetScreen(ViewScreen):
                     rss = worker_rss(record)
                     history = list(self.rss_history.get(row["name"], ()))
                     cells = [literal(row["name"], limit=40), Text("agent"),
-                             Text(row["state"], style=STATE_STYLE.get(row["state"], "")),
+                             _state_cell(row["state"], self.fd_app.waste.get(str(record.get("task_id") or ""))),
                              literal((record.get("task_id") or "-")[:8]), bar(util), bar(mem), Text(size(rss)),
                              Text(sparkline(history, 10), style="cyan"),
                              Text(f"{age(now - record['last_seen'])} ago" if record.get("last_seen") else "-")]
@@ -201,7 +201,7 @@ class FleetScreen(ViewScreen):
                     rss_mb = supervisor.get("rss_mb")
                     seen = supervisor.get("last_seen")
                     cells = [literal(row["name"], limit=40), Text("host"),
-                             Text(row["state"], style=STATE_STYLE.get(row["state"], "")),
+                             _state_cell(row["state"], self.fd_app.waste.get(key)),
                              literal(supervisor.get("state") or record.get("address") or "-", limit=40),
                              literal(gpu_text, limit=30), Text(""),
                              Text(size(rss_mb * 2**20) if isinstance(rss_mb, (int, float)) else "-"),
@@ -345,6 +345,14 @@ class FleetScreen(ViewScreen):
 
             subprocess.run(command, check=False)
         self.refresh_data()
+
+
+def _state_cell(state: str, waste: str | None) -> Text:
+    """The state, with ``⚠ reason`` when the cost feature flags GPU waste on this row right now."""
+    cell = Text(state, style=STATE_STYLE.get(state, ""))
+    if waste:
+        cell.append(f" ⚠ {waste}"[:60], style="bold yellow")
+    return cell
 
 
 def ssh_command(host: dict[str, Any]) -> list[str] | None:

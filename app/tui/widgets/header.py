@@ -51,6 +51,15 @@ class StatusHeader(Static):
             status.append(f" · {summary.get('total', 0)} total")
         if app.worker_count is not None:
             status.append(f"  workers {app.worker_count}")
+        if app.host_health:
+            status.append("  hosts ")
+            parts = [(state, app.host_health.get(state, 0)) for state in ("ok", "degraded", "down")]
+            parts += [(state, count) for state, count in sorted(app.host_health.items()) if state not in dict(parts)]
+            for index, (state, count) in enumerate(parts):
+                style = "bold red" if state == "down" and count else "yellow" if state == "degraded" and count else ""
+                status.append(("" if index == 0 else " · ") + f"{count} {state}", style=style)
+        if app.waste:
+            status.append(f"  ⚠ {len(app.waste)} wasting GPUs", style="bold yellow")
         now = app.clock()
         if app.readonly:
             status.append("  read-only", style="bold yellow")
