@@ -64,6 +64,15 @@ def frozen_app(client: Client, view: str = "experiments", readonly: bool = False
     return FleetdeckApp(source, TuiSettings(poll_s=3600), clock=lambda: FIXED_NOW, view=view)
 
 
+async def settled(pilot: Any) -> None:
+    """Wait until the header's polls (counts, fleet health) and every worker have finished."""
+    app = pilot.app
+    await until(pilot, lambda: app.summary is not None and app.worker_count is not None
+                and not app._summary_poller.in_flight and not app._fleet_poller.in_flight, message="header data")
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
 def loaded(*keys: str) -> Callable[[Any], Awaitable[None]]:
     """A ``run_before`` that presses ``keys`` once the first view has its data, then lets it settle."""
     async def run_before(pilot: Any) -> None:
@@ -74,9 +83,7 @@ def loaded(*keys: str) -> Callable[[Any], Awaitable[None]]:
             await pilot.press(key)
             await pilot.pause(0.05)
             await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settled(pilot)
     return run_before
 
 
@@ -102,7 +109,7 @@ def test_abort_confirmation(snap_compare: Any, snap_client: Client) -> None:
         table = pilot.app.screen.query_one("#tasks")
         table.move_cursor(row=table.get_row_index(task_id(4)))  # in_progress
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await settled(pilot)
     assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=run_before)
 
 
@@ -114,9 +121,7 @@ def _detail(tab: str, *keys: str) -> Callable[[Any], Awaitable[None]]:
         await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.record is not None)
         for key in keys:
             await pilot.press(key)
-        await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
+        await settled(pilot)
     return run_before
 
 
@@ -131,7 +136,7 @@ def test_compare(snap_compare: Any, snap_client: Client) -> None:
         await loaded()(pilot)
         app.push_screen(CompareScreen([task_id(0), task_id(1), task_id(2)]))
         await until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.tasks)
-        await pilot.pause(0.2)
+        await settled(pilot)
     assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=run_before)
 
 
@@ -139,7 +144,7 @@ def test_fleet(snap_compare: Any, snap_client: Client) -> None:
     async def run_before(pilot: Any) -> None:
         app = pilot.app
         await until(pilot, lambda: app.last_ok is not None and app.screen.rows)
-        await pilot.pause(0.2)
+        await settled(pilot)
     app = frozen_app(snap_client, view="fleet")
     app.source.fleet_hosts = lambda: []  # type: ignore[method-assign]  # layout only: hosts come from issue 5
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
@@ -149,7 +154,7 @@ def test_queues(snap_compare: Any, snap_client: Client) -> None:
     async def run_before(pilot: Any) -> None:
         app = pilot.app
         await until(pilot, lambda: app.last_ok is not None and app.screen.entries)
-        await pilot.pause(0.2)
+        await settled(pilot)
     assert snap_compare(frozen_app(snap_client, view="queues"), terminal_size=SIZE, run_before=run_before)
 
 

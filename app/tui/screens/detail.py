@@ -67,7 +67,10 @@ class DetailScreen(ViewScreen):
         yield Static(Text(f"experiment {self.task_id}", style="bold"), id="detail-title")
         with TabbedContent(initial=self.initial_tab, id="detail-tabs"):
             for tab in TABS:
-                yield TabPane(tab.capitalize(), id=tab)
+                # The first tab shown is composed with the screen (one layout pass); the others
+                # are built when first shown.
+                content = self._pane_widgets(tab) if tab == self.initial_tab else []
+                yield TabPane(tab.capitalize(), *content, id=tab)
 
     def _pane_widgets(self, tab: str) -> list[Widget]:
         """The widgets of one tab, built the first time the tab is shown (opening stays cheap)."""
@@ -91,6 +94,9 @@ class DetailScreen(ViewScreen):
         return [SeriesPanel(self.source, self.task_id, resources=True, id="resource-panel")]
 
     def on_mount(self) -> None:
+        self._mounted[self.initial_tab] = asyncio.Event()
+        self._mounted[self.initial_tab].set()
+        self.built.add(self.initial_tab)
         self.refresh_data()
         self.call_after_refresh(self._activated, self.initial_tab)
 

@@ -58,6 +58,9 @@ class SeriesPanel(Horizontal):
             yield Static("loading…", id="series-note")
         yield MetricChart(id="series-chart")
 
+    def on_mount(self) -> None:
+        self.load()
+
     def load(self) -> None:
         """Read the series listing (once; the pane calls it when first shown)."""
         if self.loaded:
