@@ -217,16 +217,34 @@ class Provisioner:
         return venv
 
     def _token(self, conn: Connection, root: str, host: Host, result: HostResult) -> None:
+        """Give the host an agent token, once; replace it only when the server refuses it."""
         path = posixpath.join(root, "agent-token")
         attrs = conn.stat(path)
         if attrs is not None and attrs.st_size:
             if attrs.st_mode is not None and attrs.st_mode & 0o077:
                 conn.sftp().chmod(path, 0o600)
                 result.changed("agent token made private (600)")
-            return
+            if self._token_works((conn.read_file(path) or b"").decode().strip()):
+                return
+            what = "agent token replaced (the server refused the old one)"
+        else:
+            what = "agent token"
         doc = self.client.post("/tokens", {"name": f"agent-{host.name}", "role": "agent"})
         conn.write_file(path, doc["token"].encode(), mode=0o600)
-        result.changed("agent token")
+        result.changed(what)
+
+    def _token_works(self, token: str) -> bool:
+        from fleetdeck.client import Client
+        from fleetdeck.config import ClientSettings
+        from fleetdeck.errors import AuthError
+
+        settings = ClientSettings(url=self.client.url, token=token, timeout_s=10.0, retries=1)
+        with Client(settings=settings) as probe:
+            try:
+                probe.list_workers()
+            except AuthError:
+                return False
+        return True
 
     def _switch(self, conn: Connection, root: str, venv: str, result: HostResult) -> None:
         current = posixpath.join(root, "current")

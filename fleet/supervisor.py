@@ -244,7 +244,8 @@ class Reporter(threading.Thread):
                           file=sys.stderr, flush=True)
             else:
                 self.errors = 0
-            if self._stopping.is_set() and (not pending or self.errors):
+            flushed = self._status is None and self.outbox.empty() and not pending
+            if self._stopping.is_set() and (flushed or self.errors):  # the final "stopped" goes out first
                 self.client.close()
                 return
 
