@@ -11,6 +11,7 @@ import pytest
 
 from fleetdeck.client import Client
 from fleetdeck.redact import REDACTED, is_secret_name, redact_argv, redact_mapping, redact_text, redact_value
+from fleetdeck.server_lite.process import ServerProcess
 from tests.sdk.conftest import write_script
 
 # Fake secrets in the shapes real ones have (none of them is valid anywhere).
@@ -75,8 +76,12 @@ def test_argv_and_env_redaction() -> None:
 
 
 def test_nothing_from_the_corpus_reaches_the_server(tmp_path: Path, server_env: dict[str, str],
-                                                    client: Client) -> None:
-    """Parameters, configuration, env vars, argv and console lines of a real run, read back whole."""
+                                                    client: Client, server: ServerProcess) -> None:
+    """Parameters, configuration, env vars, argv and console lines of a real run, read back whole.
+
+    The run's own API token (in its environment) must not reach the server either: neither the API's
+    answers nor any file of the server's data dir (but the admin-token file the server itself wrote).
+    """
     script = write_script(tmp_path / "secrets", """
         import argparse, json, sys
         from fleetdeck import Task
@@ -105,5 +110,9 @@ def test_nothing_from_the_corpus_reaches_the_server(tmp_path: Path, server_env: 
     stored = json.dumps([client.get_task(task_id), client.get_console(task_id, limit=10_000),
                          client.get_events(task_id)])
     assert "using" in stored and REDACTED in stored
-    leaked = [needle for needle in [*NEEDLES, "plain-words-env"] if needle in stored]
+    api_token = server_env["FLEETDECK_API_TOKEN"]
+    leaked = [needle for needle in [*NEEDLES, "plain-words-env", api_token] if needle in stored]
     assert leaked == []
+    on_disk = [path for path in server.data_dir.rglob("*")
+               if path.is_file() and path.name != "admin-token" and api_token.encode() in path.read_bytes()]
+    assert on_disk == []
