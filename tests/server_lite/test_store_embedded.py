@@ -199,3 +199,38 @@ def test_unrepresentable_value_is_bad_document_and_nothing_is_written(tmp_path: 
         assert store.get("things", "big") is None and store.journal_bytes() == size
     finally:
         store.close()
+
+
+def test_name_substring_search_agrees_with_a_scan_through_inserts_renames_and_deletes(tmp_path: Path) -> None:
+    """The embedded store answers ``$contains`` from a joined-text index; it must equal a plain scan."""
+    import random
+
+    rng = random.Random(3)
+    words = ["ResNet", "vit", "Straße", "BERT", "日本", "sweep", "lr-0.1", "[red]x[/]"]
+    store = EmbeddedStore(tmp_path / "d")
+    live: dict[str, str] = {}
+    try:
+        for step in range(3000):
+            action = rng.random()
+            if action < 0.7 or not live:
+                doc_id = f"{step:032x}"
+                name = f"{rng.choice(words)}-{rng.choice(words)}-{step}"
+                store.insert("tasks", {"id": doc_id, "created": float(step), "name": name})
+                live[doc_id] = name
+            elif action < 0.85:
+                doc_id = rng.choice(sorted(live))
+                live[doc_id] = f"renamed {rng.choice(words)}"
+                store.update("tasks", doc_id, {"$set": {"name": live[doc_id]}})
+            else:
+                doc_id = rng.choice(sorted(live))
+                store.delete("tasks", doc_id)
+                del live[doc_id]
+            if step % 97 == 0:
+                needle = rng.choice(["strasse", "RESNET-vit", "日本", "renamed", "-1", "zzz", "[RED]"])
+                found = {d["id"] for d in store.find("tasks", {"name": {"$contains": needle}})}
+                expected = {i for i, n in live.items() if needle.casefold() in n.casefold()}
+                assert found == expected, needle
+                page = store.find("tasks", {"name": {"$contains": needle}}, sort=[("created", -1)], limit=5)
+                assert [d["id"] for d in page] == sorted(expected, reverse=True)[:5]
+    finally:
+        store.close()
