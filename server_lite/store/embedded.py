@@ -104,6 +104,8 @@ class _Collection:
         self._last_created: Any = None
         self._substring: dict[str, _SubstringIndex] = {}
         """Per top-level field, built on the first ``$contains`` query on it."""
+        self._by_created: list[tuple[float, str]] | None = None
+        """``(created, id)`` sorted, built on demand once insertion order stops matching ``created``."""
 
     def put(self, doc: Document) -> None:
         old = self.docs.get(doc["id"])
@@ -127,6 +129,13 @@ class _Collection:
                 text_index.appended(doc)
             elif old.get(field) != doc.get(field):
                 text_index.stale = True
+        if self._by_created is not None and (old is None or old.get("created") != created):
+            if old is not None:
+                self._forget_created(old)
+            if _numeric(created):
+                bisect.insort(self._by_created, (created, doc["id"]))
+            else:
+                self._by_created = None
 
     def remove(self, doc_id: str) -> Document | None:
         old = self.docs.pop(doc_id, None)
@@ -134,7 +143,28 @@ class _Collection:
             self._unindex(old)
             for text_index in self._substring.values():
                 text_index.stale = True
+            if self._by_created is not None:
+                self._forget_created(old)
         return old
+
+    def _forget_created(self, doc: Document) -> None:
+        assert self._by_created is not None
+        key = (doc.get("created"), doc["id"])
+        at = bisect.bisect_left(self._by_created, key) if _numeric(key[0]) else len(self._by_created)
+        if at < len(self._by_created) and self._by_created[at] == key:
+            del self._by_created[at]
+
+    def in_created_order(self, reverse: bool) -> Iterator[Document] | None:
+        """Documents by ``created`` (insertion order when it agrees), or None if some value is no number."""
+        if self.created_in_order:
+            return reversed(self.docs.values()) if reverse else iter(self.docs.values())
+        if self._by_created is None:
+            if not all(_numeric(d.get("created")) for d in self.docs.values()):
+                return None
+            self._by_created = sorted((d["created"], i) for i, d in self.docs.items())
+        keys = reversed(self._by_created) if reverse else iter(self._by_created)
+        docs = self.docs
+        return (docs[i] for _, i in keys)
 
     def _unindex(self, doc: Document) -> None:
         for field, index in self.indexes.items():
@@ -525,8 +555,12 @@ class EmbeddedStore(Store):
 
 
 def _insertion_ordered(coll: _Collection, sort: Sort) -> bool:
-    """True when the sort is by ``created`` alone and insertion order agrees with it."""
-    return len(sort) == 1 and sort[0][0] == "created" and coll.created_in_order
+    """True when the sort is by ``created`` alone and the collection can walk documents in that order."""
+    return len(sort) == 1 and sort[0][0] == "created" and coll.in_created_order(False) is not None
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @contextmanager
@@ -572,7 +606,8 @@ def _scan_is_cheaper(bucket: int, total: int, needed: int) -> bool:
 
 
 def _scan_ordered(coll: _Collection, pred: Any, *, reverse: bool, skip: int, limit: int | None) -> list[Document]:
-    ordered = reversed(coll.docs.values()) if reverse else iter(coll.docs.values())
+    ordered = coll.in_created_order(reverse)
+    assert ordered is not None, "checked by _insertion_ordered"
     out: list[Document] = []
     needed = None if limit is None else skip + limit
     for doc in ordered:

@@ -234,3 +234,22 @@ def test_name_substring_search_agrees_with_a_scan_through_inserts_renames_and_de
                 assert [d["id"] for d in page] == sorted(expected, reverse=True)[:5]
     finally:
         store.close()
+
+
+def test_created_order_pages_stay_exact_when_insertion_order_disagrees(tmp_path: Path) -> None:
+    """Documents inserted out of ``created`` order (a clock step back, an import) still page newest first."""
+    store = EmbeddedStore(tmp_path / "d")
+    try:
+        created = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+        for i, value in enumerate(created):
+            store.insert("tasks", {"id": f"{i:032x}", "created": value, "status": "created" if i % 2 else "failed"})
+        newest = [d["created"] for d in store.find("tasks", sort=[("created", -1)], limit=3)]
+        assert newest == [9.0, 7.0, 5.0]
+        store.update("tasks", f"{2:032x}", {"$set": {"created": 0.5}})
+        store.delete("tasks", f"{4:032x}")
+        store.insert("tasks", {"id": "f" * 32, "created": 6.0, "status": "failed"})
+        assert [d["created"] for d in store.find("tasks", sort=[("created", -1)])] == [6.0, 5.0, 3.0, 2.0, 1.0, 0.5]
+        assert [d["created"] for d in store.find("tasks", {"status": "failed"}, sort=[("created", 1)], limit=2)] == [
+            0.5, 5.0]
+    finally:
+        store.close()
