@@ -7,13 +7,14 @@ row does not allow, so the footer shows only the keys that do something here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from fleetdeck.app.tui.data import DataSource
+from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.widgets.header import StatusHeader
 from fleetdeck.errors import FleetdeckError
 
@@ -26,6 +27,9 @@ class ViewScreen(Screen[None]):
 
     MUTATING: ClassVar[frozenset[str]] = frozenset()
     """Actions that change something on the server or a host; removed by ``--readonly``."""
+
+    poller: Poller[Any] | None = None
+    """What keeps the view fresh; set by views that poll, and driven by resume, refresh and pause."""
 
     @property
     def fd_app(self) -> FleetdeckApp:
@@ -76,5 +80,15 @@ class ViewScreen(Screen[None]):
         self.notify(description, title="done")
         self.refresh_data()
 
+    def on_screen_resume(self) -> None:
+        if self.poller is not None and not self.poller.paused and not self.poller.in_flight:
+            self.poller.poll_now()
+
+    def set_paused(self, paused: bool) -> None:
+        if self.poller is not None:
+            self.poller.pause() if paused else self.poller.resume()
+
     def refresh_data(self) -> None:
-        """Poll now (views override)."""
+        """Poll now (views without a poller override)."""
+        if self.poller is not None:
+            self.poller.poll_now()

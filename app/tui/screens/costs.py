@@ -88,7 +88,7 @@ class CostsScreen(ViewScreen):
         self.period = 1
         """Index into PERIODS (7 days by default)."""
         self.report: dict[str, Any] | None = None
-        self._poller: Poller[dict[str, Any]] = Poller(self, self._fetch, self._apply, self._failed,
+        self.poller: Poller[dict[str, Any]] = Poller(self, self._fetch, self._apply, self._failed,
                                                       REPORT_POLL_S, "costs")
 
     def compose_body(self) -> ComposeResult:
@@ -105,17 +105,7 @@ class CostsScreen(ViewScreen):
             self.query_one("#wasters-table", DataTable).add_column(key, key=key)
         self._set_cost_columns()
         self.query_one("#costs-table", DataTable).focus()
-        self._poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if not self._poller.paused and not self._poller.in_flight:
-            self._poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        self._poller.pause() if paused else self._poller.resume()
+        self.poller.poll_now()
 
     # -- data ------------------------------------------------------------------------------
 
@@ -199,14 +189,14 @@ class CostsScreen(ViewScreen):
     def action_cycle_grouping(self) -> None:
         self.by = GROUPINGS[(GROUPINGS.index(self.by) + 1) % len(GROUPINGS)]
         self._set_cost_columns()
-        self._poller.poll_now(invalidate=True)
+        self.poller.poll_now(invalidate=True)
 
     def action_cycle_period(self) -> None:
         self.period = (self.period + 1) % len(PERIODS)
-        self._poller.poll_now(invalidate=True)
+        self.poller.poll_now(invalidate=True)
 
     def action_refresh(self) -> None:
-        self._poller.poll_now()
+        self.poller.poll_now()
 
     def action_switch_table(self) -> None:
         target = "#wasters-table" if self.focused and self.focused.id == "costs-table" else "#costs-table"

@@ -101,7 +101,7 @@ class DatasetsScreen(ViewScreen):
         """Id of the version marked with ``m``: the diff's "from" side (None: the parents)."""
         self.detail: VersionDetail | None = None
         self._shape: list[tuple[Any, ...]] = []
-        self._list_poller: Poller[list[dict[str, Any]]] = Poller(
+        self.poller: Poller[list[dict[str, Any]]] = Poller(
             self, self._fetch_list, self._apply_list, self._failed, LIST_POLL_S, "datasets")
         self._detail_poller: Poller[VersionDetail | None] = Poller(
             self, self._fetch_detail, self._apply_detail, self._failed, 0, "dataset-detail")
@@ -126,17 +126,7 @@ class DatasetsScreen(ViewScreen):
         diff.add_column("", key="change")
         diff.add_column("path", key="path")
         tree.focus()
-        self._list_poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if not self._list_poller.paused and not self._list_poller.in_flight:
-            self._list_poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._list_poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        self._list_poller.pause() if paused else self._list_poller.resume()
+        self.poller.poll_now()
 
     # -- the version list ------------------------------------------------------------------
 
@@ -282,7 +272,7 @@ class DatasetsScreen(ViewScreen):
         self._detail_poller.poll_now(invalidate=True)
 
     def action_refresh(self) -> None:
-        self._list_poller.poll_now()
+        self.poller.poll_now()
         self._detail_poller.poll_now(invalidate=True)
 
     def action_switch_pane(self) -> None:

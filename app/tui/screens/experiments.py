@@ -75,7 +75,7 @@ class ExperimentsScreen(ViewScreen):
         """How many times the table was painted from a poll (benchmarks and tests wait on it)."""
         self._row_order: list[str] = []
         self._columns: tuple[str, ...] = ()
-        self._poller: Poller[Page] = Poller(self, self._fetch, self._apply, self._failed, 2.0, "experiments")
+        self.poller: Poller[Page] = Poller(self, self._fetch, self._apply, self._failed, 2.0, "experiments")
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: words match the name; status:failed project:NAME user:NAME tag:T",
@@ -85,22 +85,9 @@ class ExperimentsScreen(ViewScreen):
         yield table
 
     def on_mount(self) -> None:
-        self._poller.interval = self.fd_app.poll_s
+        self.poller.interval = self.fd_app.poll_s
         self.query_one("#tasks", DataTable).focus()
-        self._poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if self._poller.paused is False and not self._poller.in_flight:
-            self._poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        if paused:
-            self._poller.pause()
-        else:
-            self._poller.resume()
+        self.poller.poll_now()
 
     # -- data ------------------------------------------------------------------------------
 
@@ -369,7 +356,7 @@ class ExperimentsScreen(ViewScreen):
 
     def _requery(self) -> None:
         self.page_tokens = [None]
-        self._poller.poll_now(invalidate=True)
+        self.poller.poll_now(invalidate=True)
 
     def action_clear(self) -> None:
         box = self.query_one("#filter", Input)
@@ -420,7 +407,7 @@ class ExperimentsScreen(ViewScreen):
             self.page_tokens.pop()
         else:
             return
-        self._poller.poll_now(invalidate=True)
+        self.poller.poll_now(invalidate=True)
 
     def action_raw(self) -> None:
         row = self.selected()

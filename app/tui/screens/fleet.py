@@ -103,7 +103,7 @@ class FleetScreen(ViewScreen):
         self.faults_only = False
         self.hosts_note = ""
         self.rss_history: dict[str, deque[float]] = {}
-        self._poller: Poller[tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]] = Poller(
+        self.poller: Poller[tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]] = Poller(
             self, self._fetch, self._apply, self._failed, 2.0, "fleet")
 
     def compose_body(self) -> ComposeResult:
@@ -112,24 +112,14 @@ class FleetScreen(ViewScreen):
         yield DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self._poller.interval = self.fd_app.poll_s
+        self.poller.interval = self.fd_app.poll_s
         table = self.query_one("#fleet-table", DataTable)
         for key, label in (("name", "name"), ("kind", "kind"), ("state", "state"), ("task", "task"),
                            ("gpu", "GPU util"), ("gpumem", "GPU mem"), ("rss", "agent mem"),
                            ("trend", "trend"), ("beat", "heartbeat")):
             table.add_column(label, key=key)
         table.focus()
-        self._poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if not self._poller.in_flight:
-            self._poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        self._poller.pause() if paused else self._poller.resume()
+        self.poller.poll_now()
 
     def _fetch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str]:
         workers = self.source.workers()

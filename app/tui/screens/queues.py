@@ -37,7 +37,7 @@ class QueuesScreen(ViewScreen):
         self.queues: list[dict[str, Any]] = []
         self.entries: list[dict[str, Any]] = []
         self.current: str | None = None
-        self._poller: Poller[Snapshot] = Poller(self, self._fetch, self._apply, self._failed, 2.0, "queues")
+        self.poller: Poller[Snapshot] = Poller(self, self._fetch, self._apply, self._failed, 2.0, "queues")
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="queues-info")
@@ -50,7 +50,7 @@ class QueuesScreen(ViewScreen):
                 yield DataTable(id="entries-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self._poller.interval = self.fd_app.poll_s
+        self.poller.interval = self.fd_app.poll_s
         queues = self.query_one("#queues-table", DataTable)
         queues.add_column("name", key="name")
         queues.add_column("length", key="length")
@@ -59,17 +59,7 @@ class QueuesScreen(ViewScreen):
         for key in ("task", "id", "priority", "waiting"):
             entries.add_column(key, key=key)
         queues.focus()
-        self._poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if not self._poller.in_flight:
-            self._poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        self._poller.pause() if paused else self._poller.resume()
+        self.poller.poll_now()
 
     def _fetch(self) -> Snapshot:
         queues = self.source.queues()
@@ -117,7 +107,7 @@ class QueuesScreen(ViewScreen):
         name = str(event.row_key.value)
         if name != self.current:
             self.current = name
-            self._poller.poll_now(invalidate=True)
+            self.poller.poll_now(invalidate=True)
 
     @on(DataTable.RowHighlighted, "#entries-table")
     def _entry_highlighted(self) -> None:

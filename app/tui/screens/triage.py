@@ -43,7 +43,7 @@ class TriageScreen(ViewScreen):
         super().__init__()
         self.findings: list[dict[str, Any]] = []
         self.unavailable: str | None = None
-        self._poller: Poller[list[dict[str, Any]] | str] = Poller(self, self._fetch, self._apply, self._failed,
+        self.poller: Poller[list[dict[str, Any]] | str] = Poller(self, self._fetch, self._apply, self._failed,
                                                                   2.0, "triage")
 
     def compose_body(self) -> ComposeResult:
@@ -52,22 +52,12 @@ class TriageScreen(ViewScreen):
         yield VerticalScroll(Static(id="triage-evidence"), id="triage-evidence-box")
 
     def on_mount(self) -> None:
-        self._poller.interval = self.fd_app.poll_s * 2
+        self.poller.interval = self.fd_app.poll_s * 2
         table = self.query_one("#triage-table", DataTable)
         for key in ("when", "target", "cause", "suggested"):
             table.add_column(key, key=key)
         table.focus()
-        self._poller.poll_now()
-
-    def on_screen_resume(self) -> None:
-        if not self._poller.in_flight:
-            self._poller.poll_now()
-
-    def refresh_data(self) -> None:
-        self._poller.poll_now()
-
-    def set_paused(self, paused: bool) -> None:
-        self._poller.pause() if paused else self._poller.resume()
+        self.poller.poll_now()
 
     def _fetch(self) -> list[dict[str, Any]] | str:
         try:
