@@ -258,6 +258,10 @@ class Client:
     def enqueue(self, task_id: str, queue: str, priority: int = 0) -> dict[str, Any]:
         return self.post(f"/queues/{_seg(queue)}/entries", {"task_id": task_id, "priority": priority})
 
+    def remove_from_queue(self, queue: str, task_id: str) -> None:
+        """Take a waiting task off a queue (it becomes a draft again)."""
+        self.request("DELETE", f"/queues/{_seg(queue)}/entries/{_seg(task_id)}")
+
     def dequeue(self, queues: list[str], worker: str, wait_s: float = 0.0) -> dict[str, Any] | None:
         """Atomically take the next task from the first non-empty queue, long-polling up to ``wait_s``."""
         result = self.post("/queues/dequeue", {"queues": queues, "worker": worker, "wait_s": wait_s},

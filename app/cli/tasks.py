@@ -190,7 +190,7 @@ def abort_tasks(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
         for prefix in task_ids:
             task = resolve_task(client, prefix)
             if task["status"] == "queued" and task.get("queue"):
-                client.request("DELETE", f"/queues/{task['queue']}/entries/{task['id']}")
+                client.remove_from_queue(task["queue"], task["id"])
             elif task["status"] != "in_progress":
                 raise RequestRejected(f"task {task['id'][:8]} is {task['status']}, not running or queued", 409)
             client.set_status(task["id"], "aborted", "aborted by the user")
@@ -225,7 +225,7 @@ def reset_tasks(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
             if task["status"] == "in_progress":
                 raise RequestRejected(f"task {task['id'][:8]} is running; abort it before resetting it", 409)
             if task["status"] == "queued" and task.get("queue"):
-                client.request("DELETE", f"/queues/{task['queue']}/entries/{task['id']}")
+                client.remove_from_queue(task["queue"], task["id"])
             else:
                 client.set_status(task["id"], "created", "reset by the user")
             click.echo(f"reset {task['id'][:8]}")

@@ -222,12 +222,11 @@ class DataSource:
         self.act(f"requeue on {target_queue}", _label(task), lambda: self.client.enqueue(task["id"], target_queue))
 
     def remove_entry(self, queue: str, entry: dict[str, Any]) -> None:
-        self.act(f"remove from {queue}", _label(entry), lambda: self.client.request(
-            "DELETE", f"/queues/{_seg(queue)}/entries/{_seg(entry['id'])}"))
+        self.act(f"remove from {queue}", _label(entry), lambda: self.client.remove_from_queue(queue, entry["id"]))
 
     def move_entry(self, source: str, target: str, entry: dict[str, Any]) -> None:
         def move() -> None:
-            self.client.request("DELETE", f"/queues/{_seg(source)}/entries/{_seg(entry['id'])}")
+            self.client.remove_from_queue(source, entry["id"])
             self.client.enqueue(entry["id"], target, priority=int(entry.get("priority", 0)))
         self.act(f"move {source} → {target}", _label(entry), move)
 
