@@ -171,3 +171,34 @@ def test_a_run_wasting_its_gpu_is_marked_in_experiments_and_header(tui_client: C
         assert "⚠ 1 wasting GPUs" in app.screen.query_one("StatusHeader").render_status().plain
 
     drive(make_app(tui_client), scenario)
+
+
+def test_the_agent_running_a_wasteful_task_is_marked_in_the_fleet_view(tui_client: Client) -> None:
+    """The fleet row of the agent whose task idles its GPU carries the cost feature's reason."""
+    import time
+
+    task = tui_client.create_task(name="idle-gpu-on-agent", project="tui/waste-fleet", runtime={"host": "gpu-w2"},
+                                  environment={"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}]})
+    tui_client.set_status(task["id"], "in_progress")
+    stamps = [time.time() - 3600 + 10 * i for i in range(360)]
+    tui_client.post_events(task["id"], {"scalars": [
+        {"metric": ":monitor:", "variant": "gpu.0.util", "iterations": list(range(360)), "values": [2.0] * 360,
+         "timestamps": stamps},
+        {"metric": ":monitor:", "variant": "cpu.percent", "iterations": list(range(360)), "values": [100.0] * 360,
+         "timestamps": stamps}]})
+    tui_client.heartbeat("gpu-w2-agent", queues=["default"], status="running", host="gpu-w2", task_id=task["id"],
+                         stats={"gpus": [{"util": 2, "mem_used": 20e9, "mem_total": 80e9}]})
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = await until(pilot, lambda: isinstance(app.screen, FleetScreen) and app.screen)
+        await until(pilot, lambda: task["id"] in app.waste, message="the waste flag")
+        screen.refresh_data()
+        table = screen.query_one("#fleet-table", DataTable)
+        def marked() -> bool:
+            return table.row_count > 0 and "agent:gpu-w2-agent" in table.rows and \
+                "⚠" in str(table.get_row("agent:gpu-w2-agent")[2])
+
+        await until(pilot, marked, message="the marked fleet row")
+        assert "input pipeline bound" in str(table.get_row("agent:gpu-w2-agent")[2])
+
+    drive(make_app(tui_client, view="fleet"), scenario)
