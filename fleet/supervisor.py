@@ -16,8 +16,9 @@ provisioning) and then, until told to stop:
 
 Every restart is appended to ``ROOT/run/restarts.jsonl`` with its reason and the memory curve
 that caused it, and sent to the server; status goes to ``ROOT/run/status.json`` and the server
-every ``sample_interval_s``. Signals: TERM/INT stop (agent first), HUP restarts the agent now,
-USR1 drains (stop the agent at the next safe point and do not start it again).
+every ``sample_interval_s``. Signals: TERM/INT stop (agent first), HUP restarts the agent now (or
+puts a drained host back to work), USR1 drains (stop the agent at the next safe point and do not
+start it again).
 """
 
 from __future__ import annotations
@@ -342,6 +343,9 @@ class Supervisor:
             self._manual = False
             if self.agent is not None:
                 self.restart(now, "manual", "restart requested (fleetdeck fleet restart / triage act)")
+            elif self.draining:
+                self.draining = False  # ``fleet restart`` puts a drained host back to work
+                self.next_start = now
         if self.draining and self.agent is not None and not busy and not self._heartbeat_task():
             self.restart(now, "drain", "drained: stopped between tasks, not restarted")
         self._publish(now, rss)

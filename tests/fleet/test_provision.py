@@ -236,6 +236,27 @@ def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[S
                                client.settings.token or "", "fleet", *args], capture_output=True, text=True,
                               timeout=90, env={**os.environ, "COLUMNS": "200"})
 
+    # The finding's other one-key actions, through the real command: restart, then drain its host.
+    def triage_act(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fleetdeck.app", "--server", client.url, "--token",
+                               client.settings.token or "", "triage", "act", found["id"][:10], action, "--yes"],
+                              capture_output=True, text=True, timeout=90, env={**os.environ, "COLUMNS": "200"})
+
+    host_dir = next(h for h in hosts if h.name == found["host"]).home
+    before = {r["id"] for r in client.get(f"/fleet/hosts/{found['host']}/restarts")["items"]}
+    acted = triage_act("restart")
+    assert acted.returncode == 0 and acted.stdout.startswith("restart:"), acted.stderr
+    wait_for(lambda: [r for r in client.get(f"/fleet/hosts/{found['host']}/restarts")["items"]
+                      if r["kind"] == "manual" and r["id"] not in before], message="restart by triage recorded")
+    drained = triage_act("drain")
+    assert drained.returncode == 0 and f"draining {found['host']}" in drained.stdout, drained.stderr
+    wait_for(lambda: json.loads((host_dir / ".fleetdeck" / "run" / "status.json").read_text())["state"] == "drained",
+             timeout=60, message="host drained between tasks")
+    started_again = fleet("restart", found["host"])
+    assert started_again.returncode == 0, started_again.stderr
+    wait_for(lambda: json.loads((host_dir / ".fleetdeck" / "run" / "status.json").read_text())["agent_pid"],
+             timeout=60, message="a drained host back to work after fleet restart")
+
     logs = fleet("logs", "host3", "-n", "50")
     assert logs.returncode == 0 and "supervisor: starting agent" in logs.stdout
     restarted = fleet("restart", "host3")
