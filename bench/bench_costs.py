@@ -10,9 +10,9 @@ each, on 1, 2, 4 or 8 GPUs of 24 hosts, each with the monitor's series (``cpu.pe
 One task in five has an input-bound stretch (GPU 3 %, CPU 100 %) of 15-60 min, so the waste
 path finds something. Then the report runs the way the server runs it:
 
-- first: the first report ever on this data, which reads every task's samples once and stores
-  each finished task's held-idle summary (on a live server this work is spread over the tasks'
-  lives: each finished task is summarised by the first report that sees it);
+- at finish: each finished task's held-idle summary is computed once and stored, as the server's
+  status route does in the background when a task ends (reported as the mean per task);
+- first: the first report on this data (summaries stored; running tasks read from their samples);
 - restarted: a freshly opened store and event store (nothing in memory; the stored summaries are
   read; the OS page cache is warm);
 - warm: the same report again (summaries in memory; running tasks re-read when they changed);
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetdeck.server_lite.costs import cost_report, running_flags
+from fleetdeck.server_lite.costs import cost_report, running_flags, summarise_finished_task
 from fleetdeck.server_lite.pricing import PricingLoader
 from fleetdeck.server_lite.routes.fleet import HOSTS
 from fleetdeck.server_lite.routes.projects import project_id_for
 from fleetdeck.server_lite.runner import open_state
-from fleetdeck.server_lite.tasks import TASKS
+from fleetdeck.server_lite.tasks import TASKS, TERMINAL
 
 SAMPLE_S = 10.0
 HOST_COUNT = 24
@@ -158,6 +158,12 @@ def main() -> int:
 
         state = open_state(data_dir)
         try:
+            # What the status route does when a task ends (a background task after the answer).
+            ended = [t["id"] for t in state.store.find(TASKS, {"status": {"$in": sorted(TERMINAL)}}, fields=["id"])]
+            started = time.perf_counter()
+            for task_id in ended:
+                summarise_finished_task(state, task_id, book.waste)
+            at_finish_s = (time.perf_counter() - started) / max(1, len(ended))
             first_s, _ = timed(report_once)
         finally:
             state.events.close()
@@ -175,8 +181,10 @@ def main() -> int:
         totals = report["totals"]
         print(f"cost report over {volume['tasks']:,} tasks, {volume['series']:,} series, "
               f"{volume['points']:,} points at {SAMPLE_S:.0f} s (populated in {populate_s:.1f} s)")
+        print(f"each finished task summarised once when it ends: {at_finish_s * 1000:.1f} ms a task "
+              f"({len(ended):,} tasks), off the report's path")
         print(f"{'case':<36}{'wall s':>9}{'cpu s':>9}{'target':>9}")
-        rows = [("first report (summarises samples)", first_s, "once"),
+        rows = [("first report", first_s, "<= 1.0"),
                 ("report by project, restarted", cold_s, "<= 1.0"), ("report by project, warm", warm_s, "<= 1.0")]
         rows += [(f"report by {by}, warm", s, "") for by, s in by_s.items()]
         rows.append((f"live flags ({len(flags)} flagged of running)", flags_s, ""))  # type: ignore[arg-type]

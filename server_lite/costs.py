@@ -14,6 +14,7 @@ A finished task's waste never changes, so it is computed once from its samples a
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import threading
@@ -36,6 +37,8 @@ from fleetdeck.server_lite.waste import (
     HELD_IDLE, IDLE_CAPACITY, KINDS, ORPHANED, GpuObservation, Span, classify_observation, held_idle_spans,
     uncovered_hours,
 )
+
+log = logging.getLogger("fleetdeck.server")
 
 GROUPINGS = ("project", "user", "host", "queue", "task")
 GPU_WASTE = "gpu_waste"
@@ -205,6 +208,21 @@ def held_idle_by_task(state: ServerState, tasks: list[Mapping[str, Any]], policy
         cache.put(task_id, key, spans)
         out[task_id] = spans
     return out
+
+
+def summarise_finished_task(state: ServerState, task_id: str, policy: WastePolicy) -> None:
+    """Store a task's held-idle summary when it finishes, so no report has to read its samples.
+
+    Runs after the status change is acknowledged (a background task of the status route); a
+    failure is logged and costs nothing but speed: the next report computes the summary instead.
+    """
+    task = state.store.get(TASKS, task_id)
+    if task is None or task.get("ended") is None:
+        return
+    try:
+        held_idle_by_task(state, [task], policy)
+    except Exception:  # noqa: BLE001 - never fail a status change over a cache
+        log.exception("could not summarise the GPU waste of finished task %s", task_id)
 
 
 # -- inventory and recorded episodes ---------------------------------------------------------

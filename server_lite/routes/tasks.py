@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 
+from fleetdeck.errors import ConfigError
 from fleetdeck.server_lite.deps import FastRoute, Principal, State, UserOrAdmin
 from fleetdeck.server_lite.routes.projects import PROJECTS, ensure_project, project_id_for
 from fleetdeck.server_lite.schemas import StatusChange, TaskBulkCreate, TaskCreate, TaskFields
@@ -14,11 +16,11 @@ from fleetdeck.server_lite.store.base import Document
 from fleetdeck.server_lite.tasks import (
     LIST_FIELDS, TASK_DETAILS, TASKS, BadListQuery, PagePosition, TransitionError, after_created_query, build_query,
     build_sort, decode_page, detail_fields, encode_page, fingerprint, merge_details, new_id, next_position,
-    split_heavy,
-    status_update, store_details,
+    TERMINAL, split_heavy, status_update, store_details,
 )
 
 router = APIRouter(tags=["tasks"], route_class=FastRoute)
+log = logging.getLogger("fleetdeck.server")
 
 
 def load_task(state: ServerState, task_id: str) -> Document:
@@ -92,7 +94,8 @@ def update_task(task_id: str, body: TaskFields, state: State, principal: Princip
 
 
 @router.post("/tasks/{task_id}/status")
-def change_status(task_id: str, body: StatusChange, state: State, principal: Principal) -> Document:
+def change_status(task_id: str, body: StatusChange, state: State, principal: Principal,
+                  background: BackgroundTasks) -> Document:
     task = load_task(state, task_id)
     if body.force and principal["role"] != "admin":
         raise HTTPException(403, "force needs the admin role")
@@ -103,7 +106,22 @@ def change_status(task_id: str, body: StatusChange, state: State, principal: Pri
     updated = state.store.update(TASKS, task_id, {"$set": update}, where={"status": task["status"]})
     if updated is None:
         raise HTTPException(409, f"task {task_id} changed status concurrently; retry")
+    if updated["status"] in TERMINAL:
+        background.add_task(_summarise_costs, state, task_id)
     return updated
+
+
+def _summarise_costs(state: ServerState, task_id: str) -> None:
+    """After a task ends: its GPU-waste summary, so cost reports never read its samples again."""
+    from fleetdeck.server_lite.costs import summarise_finished_task
+    from fleetdeck.server_lite.pricing import DEFAULT_LOADER
+
+    try:
+        policy = DEFAULT_LOADER.load().waste
+    except ConfigError as exc:  # a broken pricing file is reported by the costs routes
+        log.warning("no waste summary for task %s: %s", task_id, exc)
+        return
+    summarise_finished_task(state, task_id, policy)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, dependencies=[UserOrAdmin])
