@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fleetdeck.client import Client
 from fleetdeck.server_lite.process import ServerProcess, free_port
 from tests.sdk.conftest import write_script
@@ -53,9 +55,11 @@ def _only_task(client: Client) -> str | None:
 
 
 def test_server_down_up_down_then_sync_uploads_everything_once(tmp_path: Path, sdk_env: dict[str, str],
-                                                               isolated_home: Path, spool_dir: Path) -> None:
+                                                               isolated_home: Path, spool_dir: Path,
+                                                               request: pytest.FixtureRequest) -> None:
     server = ServerProcess(tmp_path / "server-data", port=free_port(),
                            env={"XDG_CONFIG_HOME": str(isolated_home / "config")})
+    request.addfinalizer(server.stop)  # whichever phase fails, no server outlives the test
     server.start()  # once, to create its data dir and admin token
     server.stop()
     signals = tmp_path / "signals"
