@@ -125,7 +125,8 @@ def _detail(tab: str, *keys: str) -> Callable[[Any], Awaitable[None]]:
     return run_before
 
 
-@pytest.mark.parametrize("tab", ["overview", "parameters", "metrics", "console"])
+@pytest.mark.parametrize("tab", ["overview", "parameters", "metrics", "console", "artifacts", "code", "environment",
+                                 "resources"])
 def test_detail_tabs(snap_compare: Any, snap_client: Client, tab: str) -> None:
     assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=_detail(tab))
 
@@ -161,3 +162,29 @@ def test_queues(snap_compare: Any, snap_client: Client) -> None:
 def test_help(snap_compare: Any, snap_client: Client) -> None:
     assert snap_compare(frozen_app(snap_client), terminal_size=(130, 50), run_before=loaded("question_mark"))
 
+
+
+def test_experiments_filtered(snap_compare: Any, snap_client: Client) -> None:
+    assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=loaded("slash", "r", "u", "n"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_experiments_at_other_terminal_sizes(snap_compare: Any, snap_client: Client, size: tuple[int, int]) -> None:
+    assert snap_compare(frozen_app(snap_client), terminal_size=size, run_before=loaded())
+
+
+def test_command_line(snap_compare: Any, snap_client: Client) -> None:
+    assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=loaded("colon", "f", "l"))
+
+
+def test_raw_record(snap_compare: Any, snap_client: Client) -> None:
+    assert snap_compare(frozen_app(snap_client), terminal_size=SIZE, run_before=loaded("y"))
+
+
+@pytest.mark.parametrize("view", ["triage", "log", "datasets"])
+def test_other_views(snap_compare: Any, snap_client: Client, view: str) -> None:
+    async def run_before(pilot: Any) -> None:
+        app = pilot.app
+        await until(pilot, lambda: app.last_ok is not None, message="first poll")
+        await settled(pilot)
+    assert snap_compare(frozen_app(snap_client, view=view), terminal_size=SIZE, run_before=run_before)
