@@ -202,3 +202,32 @@ def test_the_agent_running_a_wasteful_task_is_marked_in_the_fleet_view(tui_clien
         assert "input pipeline bound" in str(table.get_row("agent:gpu-w2-agent")[2])
 
     drive(make_app(tui_client, view="fleet"), scenario)
+
+
+def test_fleet_row_actions_confirm_the_host_and_run_the_fleet_command(tui_client: Client) -> None:
+    """R, S and P on a host row confirm naming the host and run ``fleetdeck fleet VERB HOST``.
+
+    No inventory exists in this test's home, so the real command fails with its one-line error: the
+    test shows the wiring (target, command, command log), the SSH side is tested in tests/fleet.
+    """
+    tui_client.request("PUT", "/fleet/hosts/gpu-8", json={"address": "127.0.0.1", "port": 2222, "user": "ml",
+                                                          "gpus": {"count": 4, "model": "L4"}})
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        fleet = await until(pilot, lambda: isinstance(app.screen, FleetScreen) and app.screen)
+        await until(pilot, lambda: "host:gpu-8" in fleet.rows)
+        table = fleet.query_one("#fleet-table", DataTable)
+        for key, verb in (("R", "restart"), ("S", "stop"), ("P", "provision")):
+            table.move_cursor(row=table.get_row_index("host:gpu-8"))
+            await pilot.pause()
+            await pilot.press(key)
+            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen)
+            assert confirm.targets == ["gpu-8"]
+            logged = len(app.source.log.entries)
+            await pilot.press("y")
+            entry = await until(pilot, lambda: len(app.source.log.entries) > logged and app.source.log.entries[-1],
+                                timeout=30, message=f"`fleetdeck fleet {verb} gpu-8` in the command log")
+            assert entry.action == f"fleet {verb}" and entry.target == "gpu-8" and not entry.ok
+            assert "gpu-8" in entry.outcome and "Traceback" not in entry.outcome
+
+    drive(make_app(tui_client, view="fleet"), scenario)
