@@ -22,17 +22,16 @@ path finds something. Then the report runs the way the server runs it:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from _common import no_fdatasync
 
 from fleetdeck.server_lite.costs import cost_report, running_flags, summarise_finished_task
 from fleetdeck.server_lite.pricing import PricingLoader
@@ -45,17 +44,6 @@ SAMPLE_S = 10.0
 HOST_COUNT = 24
 GPUS_PER_HOST = 8
 GPU_MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L40S")
-
-
-@contextlib.contextmanager
-def no_fdatasync() -> Iterator[None]:
-    """Skip fdatasync while populating (setup speed only; the files written are the same)."""
-    saved = os.fdatasync
-    os.fdatasync = lambda fd: None
-    try:
-        yield
-    finally:
-        os.fdatasync = saved
 
 
 def populate(data_dir: Path, count: int, now: float, seed: int = 8) -> dict[str, int]:

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import no_fdatasync  # noqa: E402
 
 from fleetdeck.client import Client  # noqa: E402
 from fleetdeck.server_lite.process import ServerProcess  # noqa: E402
@@ -57,17 +57,6 @@ async def main():
             print(time.time() - float(os.environ["BENCH_T0"]), len(app.screen.rows))
 asyncio.run(main())
 """
-
-
-@contextlib.contextmanager
-def no_fdatasync() -> Iterator[None]:
-    """Skip fdatasync while populating (setup speed only; the files written are the same)."""
-    saved = os.fdatasync
-    os.fdatasync = lambda fd: None
-    try:
-        yield
-    finally:
-        os.fdatasync = saved
 
 
 def prepare(tasks: int, points: int) -> Path:
