@@ -31,8 +31,9 @@ def test_stale_when_the_server_stops_and_recovers_by_itself(server: ServerProces
 
     async def scenario(app: Any, pilot: Any) -> None:
         screen = app.screen
-        await until(pilot, lambda: len(screen.rows) == 1 and "updated" in header_text(app))
-        assert "runs 0 running" in header_text(app) and "1 total" in header_text(app)
+        # The rows and the header's counts come from two independent polls: wait for both.
+        await until(pilot, lambda: len(screen.rows) == 1 and "1 total" in header_text(app))
+        assert "runs 0 running" in header_text(app) and "updated" in header_text(app)
         server.stop()
         await until(pilot, lambda: "stale" in header_text(app), timeout=20, message="stale header")
         assert "cannot reach fleetdeck server" in header_text(app)
