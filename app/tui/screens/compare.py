@@ -36,6 +36,8 @@ class CompareScreen(ViewScreen):
         self.differing: list[str] = []
         """Parameter keys (``section/name``) whose values differ between the experiments."""
         self.shown_curves: list[Curve] = []
+        self.shown_metric: tuple[str, str] | None = None
+        """(metric, variant) the chart shows or is loading."""
 
     def compose_body(self) -> ComposeResult:
         with TabbedContent(id="compare-tabs"):
@@ -110,9 +112,15 @@ class CompareScreen(ViewScreen):
         if event.option.id is not None:
             self.show_metric(*self.metrics[int(event.option.id)])
 
+    @on(MetricChart.WidthChanged, "#compare-chart")
+    def _refetch(self) -> None:
+        if self.shown_metric is not None:
+            self.show_metric(*self.shown_metric)
+
     def show_metric(self, metric: str, variant: str) -> None:
         chart = self.query_one("#compare-chart", MetricChart)
         wanted = chart.points_wanted
+        self.shown_metric = (metric, variant)
 
         def fetch() -> None:
             curves = []
@@ -123,10 +131,10 @@ class CompareScreen(ViewScreen):
             except FleetdeckError as exc:
                 self.app.call_from_thread(self.notify, f"{metric}/{variant}: {exc}", severity="error")
                 return
-            self.app.call_from_thread(self._draw, f"{metric}/{variant}", curves)
+            self.app.call_from_thread(self._draw, f"{metric}/{variant}", curves, wanted)
 
         self.run_worker(fetch, thread=True, group="compare-series", exclusive=True, exit_on_error=False)
 
-    def _draw(self, title: str, curves: list[Curve]) -> None:
+    def _draw(self, title: str, curves: list[Curve], wanted: int) -> None:
         self.shown_curves = curves
-        self.query_one("#compare-chart", MetricChart).show(title, curves)
+        self.query_one("#compare-chart", MetricChart).show(title, curves, wanted)

@@ -50,6 +50,7 @@ class SeriesPanel(Horizontal):
         self.shown: dict[str, Any] | None = None
         """The last series drawn (the server's reply), for tests and the status line."""
         self.loaded = False
+        self._entry: dict[str, Any] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -114,10 +115,16 @@ class SeriesPanel(Horizontal):
         if event.option.id is not None:
             self.show_series(self.series[int(event.option.id)])
 
+    @on(MetricChart.WidthChanged)
+    def _refetch(self) -> None:
+        if self._entry is not None:
+            self.show_series(self._entry)
+
     def show_series(self, entry: dict[str, Any]) -> None:
         chart = self.query_one(MetricChart)
         metric, variant = entry["metric"], entry["variant"]
         wanted = chart.points_wanted
+        self._entry = entry
 
         def fetch() -> None:
             try:
@@ -125,12 +132,13 @@ class SeriesPanel(Horizontal):
             except FleetdeckError as exc:
                 self.app.call_from_thread(self._note, f"{metric}/{variant}: {exc}")
                 return
-            self.app.call_from_thread(self._draw, entry, data)
+            self.app.call_from_thread(self._draw, entry, data, wanted)
 
         self.run_worker(fetch, thread=True, group="series-points", exclusive=True, exit_on_error=False)
 
-    def _draw(self, entry: dict[str, Any], data: dict[str, Any]) -> None:
+    def _draw(self, entry: dict[str, Any], data: dict[str, Any], wanted: int) -> None:
         self.shown = data
         title = self._label(entry)
         note = f"{data['total']:,} points" + (f", {len(data['values']):,} drawn" if data.get("downsampled") else "")
-        self.query_one(MetricChart).show(f"{title} · {note}", [Curve(title, data["iterations"], data["values"])])
+        self.query_one(MetricChart).show(f"{title} · {note}", [Curve(title, data["iterations"], data["values"])],
+                                          wanted)
