@@ -31,6 +31,8 @@ STATUS_STYLE = {
 """Rich styles per task status (ANSI colour names: they follow the terminal's theme)."""
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_CELLS = 12
+"""Default sparkline width in cells."""
 
 
 def clean(value: Any, limit: int = MAX_CELL) -> str:
@@ -108,7 +110,7 @@ def size(num_bytes: Any) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def sparkline(values: Sequence[float | None], width: int = 12) -> str:
+def sparkline(values: Sequence[float | None], width: int = SPARK_CELLS) -> str:
     """A one-line sparkline of ``values`` (bucketed to ``width`` cells by mean)."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:

@@ -19,6 +19,8 @@ from fleetdeck.app.tui.data import DataSource
 from fleetdeck.app.tui.screens.compare import CompareScreen
 from fleetdeck.app.tui.screens.detail import DetailScreen
 from fleetdeck.app.tui.settings import TuiSettings
+from fleetdeck.app.tui.widgets.chart import MetricChart
+from fleetdeck.app.tui.widgets.series import SeriesPanel
 from fleetdeck.client import Client
 from fleetdeck.server_lite.process import ServerProcess
 from tests.app.pilot import until
@@ -64,11 +66,17 @@ def frozen_app(client: Client, view: str = "experiments", readonly: bool = False
     return FleetdeckApp(source, TuiSettings(poll_s=3600), clock=lambda: FIXED_NOW, view=view)
 
 
+def charts_at_their_width(app: Any) -> bool:
+    """Every drawn chart holds the points its laid-out width asks for (not a pre-layout guess)."""
+    return all(chart.fetched_for == chart.points_wanted for chart in app.screen.query(MetricChart) if chart.curves)
+
+
 async def settled(pilot: Any) -> None:
-    """Wait until the header's polls (counts, fleet health) and every worker have finished."""
+    """Wait until the header's polls (counts, fleet health), the charts and every worker have finished."""
     app = pilot.app
     await until(pilot, lambda: app.summary is not None and app.worker_count is not None
                 and not app._summary_poller.in_flight and not app._fleet_poller.in_flight, message="header data")
+    await until(pilot, lambda: charts_at_their_width(app), message="charts at their width")
     await app.workers.wait_for_complete()
     await pilot.pause(0.1)
 
@@ -119,6 +127,8 @@ def _detail(tab: str, *keys: str) -> Callable[[Any], Awaitable[None]]:
         await loaded()(pilot)
         app.open_task(task_id(0), tab)
         await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.record is not None)
+        if tab == "metrics":
+            await until(pilot, lambda: app.screen.query_one("#metric-panel", SeriesPanel).shown, message="curve")
         for key in keys:
             await pilot.press(key)
         await settled(pilot)

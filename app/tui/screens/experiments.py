@@ -21,7 +21,8 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
 from fleetdeck.app.tui.data import Page, TaskQuery
-from fleetdeck.app.tui.fmt import age, duration, literal, number, sparkline, status_text, task_duration
+from fleetdeck.app.tui.fmt import (SPARK_CELLS, age, duration, literal, number, sparkline, status_text,
+                                  task_duration)
 from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.screens.base import ViewScreen
@@ -189,10 +190,10 @@ class ExperimentsScreen(ViewScreen):
             if not summary:
                 cells.append(Text("-", style="dim"))
                 continue
+            # The sparkline's cells are reserved before it loads, so the column does not jump when it arrives.
             spark = self.sparks.get((task["id"], key), (0, ""))[1]
             cell = Text(number(summary.get("last")))
-            if spark:
-                cell.append(" " + spark, style="cyan")
+            cell.append(" " + spark.ljust(SPARK_CELLS), style="cyan")
             cells.append(cell)
         return cells
 
