@@ -54,10 +54,15 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "fleetdeck.app", "server", "--data-dir", str(self.data_dir),
                "--host", self.host, "--port", str(self.port), *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        # Unbuffered, so the log tail in an error names what the server was doing when it failed.
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**self.env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
         log.close()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.kill()  # a server that never became healthy must not outlive its caller
+            raise
         return self
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
