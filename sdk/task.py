@@ -42,6 +42,21 @@ _CLONED_FIELDS = {
     "environment": {"python", "executable", "os", "host", "packages", "imported", "gpus", "cuda", "driver"},
 }
 """Fields a clone copies (the server adds read-only summaries such as ``has_diff`` to what it returns)."""
+
+
+def clone_fields(source: dict[str, Any]) -> dict[str, Any]:
+    """What a clone of the stored task ``source`` copies: parameters, configuration, code, environment.
+
+    Results (status, metrics, runtime, artifacts) stay with the source. The SDK's :meth:`Task.clone`
+    and the ``fleetdeck tasks clone`` command both copy exactly this.
+    """
+    fields = {key: source[key] for key in ("type", "tags", "hyperparams", "configuration")
+              if source.get(key) is not None}
+    for key, allowed in _CLONED_FIELDS.items():
+        if source.get(key):
+            fields[key] = {k: v for k, v in source[key].items() if k in allowed}
+    return fields
+
 _offline_override: bool | None = None
 
 
@@ -654,15 +669,10 @@ class Task:
         """Create a new task (status ``created``) with the source's parameters, configuration and code."""
         client = _default_client()
         source = client.get_task(source_task if isinstance(source_task, str) else source_task.id)
-        fields = {key: source[key] for key in ("type", "tags", "hyperparams", "configuration")
-                  if source.get(key) is not None}
-        for key, allowed in _CLONED_FIELDS.items():
-            if source.get(key):
-                fields[key] = {k: v for k, v in source[key].items() if k in allowed}
         doc = client.create_task(name=name or f"{source['name']} (clone)",
                                  project=project or source.get("project_name") or source["project"],
                                  parent=parent or source["id"], comment=comment or f"cloned from {source['id']}",
-                                 **fields)
+                                 **clone_fields(source))
         return cls(doc, _client=client)
 
     @classmethod

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from fleetdeck.app.cli import make_client
 from fleetdeck.app.cli.render import ago, console, duration, status_text, table
+from fleetdeck.task import clone_fields
 
 
 @click.group()
@@ -100,9 +101,6 @@ def show_task(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 # -- actions: enqueue, clone, abort, requeue, reset ------------------------------------------------
 
-DERIVED_FIELDS = {"script": ("has_diff",), "environment": ("package_count",)}
-"""Fields the server derives when it splits heavy data off; a copy of a task must not send them back."""
-
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:
     """``Section/name=value`` (a name without section goes to ``Args``); the value is JSON when it parses."""
@@ -126,15 +124,6 @@ def _typed(value: Any, existing: dict[str, Any] | None) -> dict[str, Any]:
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     return {**(existing or {}), "value": value, "type": kind or type(value).__name__}
-
-
-def clone_fields(source: dict[str, Any]) -> dict[str, Any]:
-    """What a clone copies: parameters, configuration, code and environment (not results)."""
-    fields = {key: source[key] for key in ("type", "tags", "hyperparams", "configuration") if source.get(key)}
-    for section, derived in DERIVED_FIELDS.items():
-        if source.get(section):
-            fields[section] = {k: v for k, v in source[section].items() if k not in derived}
-    return fields
 
 
 @tasks.command("clone")
