@@ -243,15 +243,7 @@ class Connection:
         command = shlex.join(["timeout", "-k", "2", f"{max(1, int(timeout))}", *argv])
         if env_path:
             command = f"PATH={shlex.quote(env_path)}:\"$PATH\" {command}"
-        for attempt in (0, 1):
-            try:
-                transport = self.transport()
-                channel = transport.open_session(timeout=self.timeout)
-                break
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                self.close()
-                if attempt:
-                    raise HostUnreachable(f"host {self.host.name}: connection lost: {exc}") from None
+        channel = self._open_channel()
         channel.settimeout(timeout + 5)
         try:
             channel.exec_command(command)
@@ -263,6 +255,9 @@ class Connection:
         except socket.timeout:
             raise RemoteTimeout(f"host {self.host.name}: {shlex.join(argv)[:80]} did not finish in "
                                 f"{timeout:.0f}s") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(f"host {self.host.name}: connection lost while running "
+                                  f"{shlex.join(argv)[:80]}: {exc}") from None
         finally:
             channel.close()
         if code == 124:
@@ -270,9 +265,37 @@ class Connection:
                                 f"{timeout:.0f}s")
         return CommandResult(tuple(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel, reconnecting once when the connection died.
+
+        Several threads share one connection (preflight runs its probes in parallel), so a
+        channel refused or slow to open on a live connection must not close it under the others.
+        """
+        try:
+            return self.transport().open_session(timeout=self.timeout)
+        except (paramiko.SSHException, OSError, EOFError):
+            self._close_if_dead()
+        try:
+            return self.transport().open_session(timeout=self.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if self._close_if_dead():
+                raise HostUnreachable(f"host {self.host.name}: connection lost: {exc}") from None
+            raise HostUnreachable(f"host {self.host.name}: sshd refused a new session on a live connection "
+                                  f"({exc or type(exc).__name__}); too many concurrent commands for its "
+                                  "MaxSessions?") from None
+
+    def _close_if_dead(self) -> bool:
+        """Close the connection if its transport has died; True when it had."""
+        with self._lock:
+            transport = self._client.get_transport() if self._client is not None else None
+            if transport is not None and transport.is_active():
+                return False
+            self.close()
+            return True
+
     def stream(self, argv: Sequence[str], write: Callable[[bytes], None]) -> int:
         """Run a long command (``tail -F``) and pass its output to ``write`` until it ends."""
-        channel = self.transport().open_session(timeout=self.timeout)
+        channel = self._open_channel()
         try:
             channel.exec_command(shlex.join(list(argv)))
             channel.shutdown_write()

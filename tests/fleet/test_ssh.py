@@ -96,3 +96,26 @@ def test_remote_timeout_kills_a_hanging_command(ssh_hosts: list[SSHHost]) -> Non
         with pytest.raises(RemoteTimeout, match="did not finish in 1s"):
             conn.run(["sleep", "30"], timeout=1)
         assert conn.run(["true"]).ok
+
+
+def test_a_refused_session_leaves_the_shared_connection_to_the_others(ssh_hosts: list[SSHHost]) -> None:
+    """More concurrent commands than sshd's MaxSessions (64 here): the extra ones fail with a clear
+    error, and the commands already running on the same connection finish normally."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    trust(ssh_hosts[:1])
+    with Connection(_host(ssh_hosts[0])) as conn:
+        assert conn.run(["true"]).ok
+
+        def one(_: int) -> str:
+            try:
+                return "ok" if conn.run(["sleep", "2"], timeout=20).ok else "failed"
+            except HostUnreachable as exc:
+                return str(exc)
+
+        with ThreadPoolExecutor(max_workers=72) as pool:
+            outcomes = list(pool.map(one, range(72)))
+        refused = [o for o in outcomes if o != "ok"]
+        assert outcomes.count("ok") >= 64 - 1 and len(refused) <= 72 - 63, outcomes
+        assert all("refused a new session" in o and "MaxSessions" in o for o in refused), refused
+        assert conn.connects == 1 and conn.run(["true"]).ok
