@@ -122,9 +122,11 @@ def test_failure_carries_stderr_tail_and_abort_ends_the_process_group(
     assert failed["status_reason"].startswith("exit code 1: ") and "boom: the data is missing" in failed["status_reason"]
     wait_for(lambda: "tick" in _console(client, stubborn), timeout=60, message="the stubborn job to run")
     job_pids = [int(p) for p in pids.read_text().split()]
+    # Stats travel with the heartbeat: wait for one sent after the job's first output.
     worker = wait_for(lambda: [w for w in client.list_workers()
                                if (w.get("stats") or {}).get("task_id") == stubborn
-                               and w["stats"]["phase"] == "running"], message="worker stats")[0]
+                               and w["stats"]["phase"] == "running" and w["stats"].get("last_output_ts")],
+                      message="worker stats after the first output")[0]
     assert worker["stats"]["task_id"] == stubborn and worker["stats"]["job_pid"] == job_pids[0]
     assert worker["stats"]["rss"] > 10_000_000 and worker["stats"]["last_output_ts"] > time.time() - 5
     aborted_at = time.monotonic()
