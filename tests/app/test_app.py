@@ -135,3 +135,23 @@ def test_command_log_view_lists_actions_and_refusals(tui_client: Client) -> None
         assert row[1:] == ["abort", "ghost (00000000)", "refused: read-only session"]
 
     drive(make_app(tui_client, readonly=True), scenario)
+
+
+def test_header_fits_an_80_column_terminal_and_keeps_freshness_and_warnings(server: ServerProcess,
+                                                                             client: Client) -> None:
+    client.create_task(name="narrow", project="tui/narrow")
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        header = app.screen.query_one(StatusHeader)
+        await until(pilot, lambda: "1 total" in header_text(app) and app.worker_count is not None)
+        await pilot.pause(1.1)  # the header re-renders once a second
+        tabs, status = header.render_status(header.content_size.width).plain.split("\n")
+        assert len(tabs) <= 78 and len(status) <= 78, (tabs, status)
+        assert "L Log" in tabs and "1 Exp" in tabs  # every view key stays visible
+        assert "updated" in status  # freshness never drops off
+        app.paused = True
+        tabs, status = header.render_status(header.content_size.width).plain.split("\n")
+        assert status.rstrip().endswith("ago") and "paused" in status and len(status) <= 78
+
+    drive(make_app(client, label=server.url + "/a/very/long/path/that/would/push/everything/else/off"), scenario,
+          size=(80, 24))
