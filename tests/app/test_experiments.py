@@ -15,7 +15,7 @@ from tests.app.pilot import drive, make_app, until
 
 
 def names_in(screen: ExperimentsScreen) -> list[str]:
-    return [screen.rows[key]["name"] for key in screen._row_order]
+    return [task["name"] for task in screen.rows.values()]
 
 
 def test_lists_runs_with_key_metrics_and_sparklines(tui_client: Client, runs: list[dict[str, Any]]) -> None:

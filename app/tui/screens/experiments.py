@@ -27,6 +27,7 @@ from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.screens.base import ViewScreen
 from fleetdeck.app.tui.screens.modals import ConfirmScreen, PromptScreen, TextScreen
+from fleetdeck.app.tui.widgets.table import cursor_key, sync_rows
 from fleetdeck.errors import FleetdeckError
 
 SORTS = (("created", "created"), ("started", "started"), ("name", "name"), ("status", "status"),
@@ -74,7 +75,6 @@ class ExperimentsScreen(ViewScreen):
         self.sparks: dict[tuple[str, str], tuple[int, str]] = {}
         self.painted = 0
         """How many times the table was painted from a poll (benchmarks and tests wait on it)."""
-        self._row_order: list[str] = []
         self._columns: tuple[str, ...] = ()
         self.poller: Poller[Page] = Poller(self, self._fetch, self._apply, self._failed, 2.0, "experiments")
 
@@ -201,53 +201,21 @@ class ExperimentsScreen(ViewScreen):
         table = self.query_one("#tasks", DataTable)
         labels = self._column_labels()
         columns = tuple(label for _, label in labels)
-        order = [task["id"] for task in items]
         with self.app.batch_update():
-            if columns != self._columns:
-                cursor_key = self._cursor_key()
+            selected = cursor_key(table)
+            rebuilt = columns != self._columns
+            if rebuilt:  # a metric column came or went, or the sort arrow moved
                 table.clear(columns=True)
                 for key, label in labels:
                     table.add_column(label, key=key)
                 self._columns = columns
-                self._row_order = []
-                self._fill(table, items)
-                self._restore_cursor(table, cursor_key)
-            elif order == self._row_order:
-                for task in items:
-                    for (column, _), value in zip(labels, self._cells(task)):
-                        try:
-                            if str(table.get_cell(task["id"], column)) != str(value):
-                                table.update_cell(task["id"], column, value, update_width=True)
-                        except CellDoesNotExist:
-                            pass
-                    self.rows[task["id"]] = task
-            else:
-                cursor_key = self._cursor_key()
-                table.clear()
-                self._fill(table, items)
-                self._restore_cursor(table, cursor_key)
+            self.rows = {task["id"]: task for task in items}
+            sync_rows(table, [(task["id"], self._cells(task)) for task in items])
+            if rebuilt and selected in self.rows:
+                table.move_cursor(row=list(self.rows).index(selected), animate=False)
         self.painted += 1
         self._update_info()
         self.refresh_bindings()
-
-    def _fill(self, table: DataTable[Any], items: list[dict[str, Any]]) -> None:
-        self.rows = {task["id"]: task for task in items}
-        self._row_order = [task["id"] for task in items]
-        for task in items:
-            table.add_row(*self._cells(task), key=task["id"])
-
-    def _cursor_key(self) -> str | None:
-        table = self.query_one("#tasks", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        except CellDoesNotExist:
-            return None
-
-    def _restore_cursor(self, table: DataTable[Any], key: str | None) -> None:
-        if key is not None and key in self.rows:
-            table.move_cursor(row=table.get_row_index(key), animate=False)
 
     def _update_info(self, error: str | None = None) -> None:
         query = self.current_query()
@@ -270,12 +238,12 @@ class ExperimentsScreen(ViewScreen):
     # -- selection -------------------------------------------------------------------------
 
     def selected(self) -> dict[str, Any] | None:
-        key = self._cursor_key()
+        key = cursor_key(self.query_one("#tasks", DataTable))
         return self.rows.get(key) if key else None
 
     def targets(self) -> list[dict[str, Any]]:
         """The marked rows on this page, else the row under the cursor."""
-        marked = [self.rows[k] for k in self._row_order if k in self.marked]
+        marked = [task for key, task in self.rows.items() if key in self.marked]
         if marked:
             return marked
         row = self.selected()
@@ -308,7 +276,7 @@ class ExperimentsScreen(ViewScreen):
             self.post_message(OpenTask(row["id"], tab))
 
     def action_mark(self) -> None:
-        key = self._cursor_key()
+        key = cursor_key(self.query_one("#tasks", DataTable))
         if key is None:
             return
         if key in self.marked:
@@ -331,7 +299,8 @@ class ExperimentsScreen(ViewScreen):
         self.app.push_screen(CompareScreen(sorted(self.marked, key=self._mark_order)))
 
     def _mark_order(self, key: str) -> int:
-        return self._row_order.index(key) if key in self._row_order else len(self._row_order)
+        order = list(self.rows)
+        return order.index(key) if key in order else len(order)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -28,6 +28,7 @@ from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.screens.base import ViewScreen
 from fleetdeck.app.tui.screens.modals import ConfirmScreen, TextScreen
+from fleetdeck.app.tui.widgets.table import cursor_key, sync_rows
 from fleetdeck.errors import FleetdeckError
 
 FAULTY = {"stuck", "crash-looping", "crash_looping", "dead", "unreachable", "error", "stale", "down", "degraded"}
@@ -169,37 +170,35 @@ class FleetScreen(ViewScreen):
 
     def _paint(self, now: float) -> None:
         table = self.query_one("#fleet-table", DataTable)
-        cursor = self._cursor_key()
+        rows = []
+        for key, row in self.visible_rows():
+            record = row["record"]
+            if row["kind"] == "agent":
+                util, mem = worker_gpus(record)
+                rss = worker_rss(record)
+                history = list(self.rss_history.get(row["name"], ()))
+                cells = [literal(row["name"], limit=40), Text("agent"),
+                         _state_cell(row["state"], self.fd_app.waste.get(str(record.get("task_id") or ""))),
+                         literal((record.get("task_id") or "-")[:8]), bar(util), bar(mem), Text(size(rss)),
+                         Text(sparkline(history, 10), style="cyan"),
+                         Text(f"{age(now - record['last_seen'])} ago" if record.get("last_seen") else "-")]
+            else:
+                gpus = record.get("gpus")
+                gpu_text = (f"{gpus.get('count', 0)}× {gpus.get('model') or 'GPU'}" if isinstance(gpus, dict)
+                            else str(gpus or "-"))
+                supervisor = record.get("supervisor") or {}
+                rss_mb = supervisor.get("rss_mb")
+                seen = supervisor.get("last_seen")
+                cells = [literal(row["name"], limit=40), Text("host"),
+                         _state_cell(row["state"], self.fd_app.waste.get(key)),
+                         literal(supervisor.get("state") or record.get("address") or "-", limit=40),
+                         literal(gpu_text, limit=30), Text(""),
+                         Text(size(rss_mb * 2**20) if isinstance(rss_mb, (int, float)) else "-"),
+                         Text(sparkline(list(self.rss_history.get(key, ())), 10), style="cyan"),
+                         Text(f"{age(now - seen)} ago" if isinstance(seen, (int, float)) else "-")]
+            rows.append((key, cells))
         with self.app.batch_update():
-            table.clear()
-            for key, row in self.visible_rows():
-                record = row["record"]
-                if row["kind"] == "agent":
-                    util, mem = worker_gpus(record)
-                    rss = worker_rss(record)
-                    history = list(self.rss_history.get(row["name"], ()))
-                    cells = [literal(row["name"], limit=40), Text("agent"),
-                             _state_cell(row["state"], self.fd_app.waste.get(str(record.get("task_id") or ""))),
-                             literal((record.get("task_id") or "-")[:8]), bar(util), bar(mem), Text(size(rss)),
-                             Text(sparkline(history, 10), style="cyan"),
-                             Text(f"{age(now - record['last_seen'])} ago" if record.get("last_seen") else "-")]
-                else:
-                    gpus = record.get("gpus")
-                    gpu_text = (f"{gpus.get('count', 0)}× {gpus.get('model') or 'GPU'}" if isinstance(gpus, dict)
-                                else str(gpus or "-"))
-                    supervisor = record.get("supervisor") or {}
-                    rss_mb = supervisor.get("rss_mb")
-                    seen = supervisor.get("last_seen")
-                    cells = [literal(row["name"], limit=40), Text("host"),
-                             _state_cell(row["state"], self.fd_app.waste.get(key)),
-                             literal(supervisor.get("state") or record.get("address") or "-", limit=40),
-                             literal(gpu_text, limit=30), Text(""),
-                             Text(size(rss_mb * 2**20) if isinstance(rss_mb, (int, float)) else "-"),
-                             Text(sparkline(list(self.rss_history.get(key, ())), 10), style="cyan"),
-                             Text(f"{age(now - seen)} ago" if isinstance(seen, (int, float)) else "-")]
-                table.add_row(*cells, key=key)
-            if cursor is not None and cursor in dict(self.visible_rows()):
-                table.move_cursor(row=table.get_row_index(cursor), animate=False)
+            sync_rows(table, rows)
         agents = sum(1 for r in self.rows.values() if r["kind"] == "agent")
         faulty = sum(1 for r in self.rows.values() if r["state"] in FAULTY)
         info = Text(f"{agents} agents · ", style="dim")
@@ -216,14 +215,8 @@ class FleetScreen(ViewScreen):
         self.query_one("#fleet-info", Static).update(info)
         self.refresh_bindings()
 
-    def _cursor_key(self) -> str | None:
-        table = self.query_one("#fleet-table", DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
     def selected(self) -> dict[str, Any] | None:
-        key = self._cursor_key()
+        key = cursor_key(self.query_one("#fleet-table", DataTable))
         return self.rows.get(key) if key else None
 
     def host_of(self, row: dict[str, Any]) -> dict[str, Any] | None:

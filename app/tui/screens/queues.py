@@ -16,6 +16,7 @@ from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.screens.base import ViewScreen
 from fleetdeck.app.tui.screens.modals import ConfirmScreen, PromptScreen
+from fleetdeck.app.tui.widgets.table import cursor_key, sync_rows
 from fleetdeck.errors import FleetdeckError
 
 Snapshot = tuple[list[dict[str, Any]], str | None, list[dict[str, Any]]]
@@ -79,21 +80,15 @@ class QueuesScreen(ViewScreen):
         queues = self.query_one("#queues-table", DataTable)
         entries = self.query_one("#entries-table", DataTable)
         with self.app.batch_update():
-            queues.clear()
-            for queue in self.queues:
-                queues.add_row(literal(queue["name"], limit=40), Text(str(queue.get("length", 0))),
-                               literal(", ".join(queue.get("workers") or []) or "-", limit=60), key=queue["name"])
-            if self.current is not None:
+            sync_rows(queues, [(queue["name"], [literal(queue["name"], limit=40), Text(str(queue.get("length", 0))),
+                                                literal(", ".join(queue.get("workers") or []) or "-", limit=60)])
+                               for queue in self.queues])
+            if self.current is not None and cursor_key(queues) != self.current:
                 queues.move_cursor(row=queues.get_row_index(self.current), animate=False)
-            cursor = entries.cursor_row
-            entries.clear()
-            for entry in self.entries:
-                entries.add_row(literal(entry.get("task_name", ""), limit=60), Text(entry["id"][:8]),
-                                Text(str(entry.get("priority", 0))),
-                                Text(f"{age(now - entry['created'])}" if entry.get("created") else "-"),
-                                key=entry["id"])
-            if self.entries:
-                entries.move_cursor(row=min(cursor, len(self.entries) - 1), animate=False)
+            sync_rows(entries, [(entry["id"], [literal(entry.get("task_name", ""), limit=60), Text(entry["id"][:8]),
+                                               Text(str(entry.get("priority", 0))),
+                                               Text(f"{age(now - entry['created'])}" if entry.get("created") else "-")])
+                                for entry in self.entries])
         label = f"waiting on {self.current}" if self.current else "waiting"
         self.query_one("#entries-label", Label).update(Text(label))
         total = sum(int(q.get("length", 0)) for q in self.queues)

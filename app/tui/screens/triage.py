@@ -22,6 +22,7 @@ from fleetdeck.app.tui.messages import OpenTask
 from fleetdeck.app.tui.polling import Poller
 from fleetdeck.app.tui.screens.base import ViewScreen
 from fleetdeck.app.tui.screens.modals import ConfirmScreen
+from fleetdeck.app.tui.widgets.table import sync_rows
 from fleetdeck.errors import FleetdeckError
 
 ACTIONS = {"restart": "Restart the agent of", "abort-requeue": "Abort and requeue the task of",
@@ -83,18 +84,16 @@ class TriageScreen(ViewScreen):
                              style="dim"))
         now = self.fd_app.clock()
         table = self.query_one("#triage-table", DataTable)
-        cursor = table.cursor_row
+        rows = []
+        for index, finding in enumerate(self.findings):
+            stamp = finding.get("created")
+            rows.append((str(finding.get("id", index)), [
+                Text(f"{age(now - stamp)} ago" if isinstance(stamp, (int, float)) else "-"),
+                literal(finding.get("host") or finding.get("worker") or "-", limit=40),
+                literal(finding.get("cause", ""), "bold red", limit=60),
+                literal(finding.get("suggested_action") or "-", limit=30)]))
         with self.app.batch_update():
-            table.clear()
-            for index, finding in enumerate(self.findings):
-                stamp = finding.get("created")
-                table.add_row(Text(f"{age(now - stamp)} ago" if isinstance(stamp, (int, float)) else "-"),
-                              literal(finding.get("host") or finding.get("worker") or "-", limit=40),
-                              literal(finding.get("cause", ""), "bold red", limit=60),
-                              literal(finding.get("suggested_action") or "-", limit=30),
-                              key=str(finding.get("id", index)))
-            if self.findings:
-                table.move_cursor(row=min(cursor, len(self.findings) - 1), animate=False)
+            sync_rows(table, rows)
         self._show_evidence()
         self.refresh_bindings()
 
