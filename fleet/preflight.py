@@ -7,6 +7,7 @@ its own timeout and nothing else.
 
 from __future__ import annotations
 
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any, Callable
 
 from fleetdeck.fleet.inventory import Host
 from fleetdeck.fleet.ssh import Connection, RemoteTimeout, SSHError
+
+log = logging.getLogger(__name__)
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_DISK_MB = 1024
@@ -132,7 +135,7 @@ def _docker(conn: Connection, host: Host, timeout: float) -> tuple[Check, dict[s
     return Check("docker", True, f"Docker {result.stdout.strip()}", required=False), {"docker": result.stdout.strip()}
 
 
-def _gpus(conn: Connection, host: Host, timeout: float) -> tuple[Check, dict[str, Any]]:
+def _gpu(conn: Connection, host: Host, timeout: float) -> tuple[Check, dict[str, Any]]:
     expected = host.gpus > 0
     argv = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
     try:
@@ -156,7 +159,8 @@ def _gpus(conn: Connection, host: Host, timeout: float) -> tuple[Check, dict[str
             facts)
 
 
-PROBES: tuple[Probe, ...] = (_os, _python, _disk, _memory, _docker, _gpus)
+PROBES: tuple[Probe, ...] = (_os, _python, _disk, _memory, _docker, _gpu)
+"""Each probe is named after the check it reports, so a probe that errors reports under the same name."""
 
 
 def run(conn: Connection, timeout: float = PROBE_TIMEOUT_S) -> PreflightReport:
@@ -169,10 +173,19 @@ def run(conn: Connection, timeout: float = PROBE_TIMEOUT_S) -> PreflightReport:
         return report
     report.checks.append(Check("reachable", True, f"{conn.host.user}@{conn.host.address}:{conn.host.port}"))
 
+    def attempt(probe: Probe) -> tuple[Check, dict[str, Any]]:
+        try:
+            return probe(conn, conn.host, timeout)
+        except RemoteTimeout:
+            raise
+        except SSHError as exc:  # a probe only reads: one retry rides out a dropped channel
+            log.warning("preflight probe %s on %s failed (%s); retrying once", probe.__name__, conn.host.name, exc)
+            return probe(conn, conn.host, timeout)
+
     def one(probe: Probe) -> tuple[Check, dict[str, Any]]:
         name = probe.__name__.strip("_")
         try:
-            return probe(conn, conn.host, timeout)
+            return attempt(probe)
         except RemoteTimeout:
             return Check(name, False, f"probe hung for {timeout:.0f}s", "check the host's load"), {}
         except SSHError as exc:

@@ -127,8 +127,8 @@ def test_preflight_names_failures_with_hints_and_a_hanging_probe_times_out(ssh_h
     with Connection(inv.hosts[0]) as conn:
         report = preflight.run(conn)
     failed = {c.name: c for c in report.failures()}
-    assert not report.ok and "python" in failed and "python = " in failed["python"].hint
-    assert failed["gpu"].hint == "install the NVIDIA driver"
+    assert not report.ok and "python" in failed and "python = " in failed["python"].hint, report.checks
+    assert "gpu" in failed and failed["gpu"].hint == "install the NVIDIA driver", report.checks
 
     (host.home / ".fake-gpu").touch()  # the host's nvidia-smi now answers with a recorded H200 row
     inv = inventory.from_dict({"hosts": [host.inventory_entry(gpus=1)]})
