@@ -268,6 +268,23 @@ def restart_agent(conn: Any, root: str) -> str:
     return f"agent restart requested (supervisor pid {pid})"
 
 
+@fleet.command("drain")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_hosts", is_flag=True)
+def drain(names: tuple[str, ...], all_hosts: bool) -> None:
+    """Stop the agent after its current task and keep it stopped (``fleet restart`` puts it back to work)."""
+    _each(names, all_hosts, drain_agent)
+
+
+def drain_agent(conn: Any, root: str) -> str:
+    from fleetdeck.errors import FleetdeckError
+    from fleetdeck.fleet.provision import signal_supervisor
+
+    if signal_supervisor(conn, root, "USR1") is None:
+        raise FleetdeckError(f"the supervisor on {conn.host.name} is not running; nothing to drain")
+    return f"draining {conn.host.name}: the agent stops after its current task and is not restarted"
+
+
 @fleet.command("status")
 @click.argument("names", nargs=-1)
 @click.option("--watch", type=click.FloatRange(1), default=None, metavar="SECONDS",

@@ -115,18 +115,13 @@ def _abort_requeue(client: Any, finding: dict[str, Any]) -> str:
 
 
 def _on_host(host_name: str, action: str) -> str:
-    from fleetdeck.app.cli.fleet import restart_agent
+    """The same code as ``fleetdeck fleet restart|drain HOST``."""
+    from fleetdeck.app.cli.fleet import drain_agent, restart_agent
     from fleetdeck.fleet import inventory
-    from fleetdeck.fleet.provision import remote_root, signal_supervisor
+    from fleetdeck.fleet.provision import remote_root
     from fleetdeck.fleet.ssh import ConnectionPool
 
     inv = inventory.load()
     with ConnectionPool(inv) as pool:
         conn = pool.get(inv.host(host_name).name)
-        root = remote_root(conn)
-        if action == "restart":
-            return restart_agent(conn, root)
-        pid = signal_supervisor(conn, root, "USR1")
-        if pid is None:
-            raise click.ClickException(f"the supervisor on {host_name} is not running; nothing to drain")
-        return f"draining {host_name}: the agent stops after its current task and is not restarted"
+        return (restart_agent if action == "restart" else drain_agent)(conn, remote_root(conn))

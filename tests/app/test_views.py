@@ -205,7 +205,7 @@ def test_the_agent_running_a_wasteful_task_is_marked_in_the_fleet_view(tui_clien
 
 
 def test_fleet_row_actions_confirm_the_host_and_run_the_fleet_command(tui_client: Client) -> None:
-    """R, S and P on a host row confirm naming the host and run ``fleetdeck fleet VERB HOST``.
+    """R, S, D and P on a host row confirm naming the host and run ``fleetdeck fleet VERB HOST``.
 
     No inventory exists in this test's home, so the real command fails with its one-line error: the
     test shows the wiring (target, command, command log), the SSH side is tested in tests/fleet.
@@ -217,7 +217,7 @@ def test_fleet_row_actions_confirm_the_host_and_run_the_fleet_command(tui_client
         fleet = await until(pilot, lambda: isinstance(app.screen, FleetScreen) and app.screen)
         await until(pilot, lambda: "host:gpu-8" in fleet.rows)
         table = fleet.query_one("#fleet-table", DataTable)
-        for key, verb in (("R", "restart"), ("S", "stop"), ("P", "provision")):
+        for key, verb in (("R", "restart"), ("S", "stop"), ("D", "drain"), ("P", "provision")):
             table.move_cursor(row=table.get_row_index("host:gpu-8"))
             await pilot.pause()
             await pilot.press(key)

@@ -266,6 +266,9 @@ def test_provisioned_real_agents_register_and_each_runs_a_task(ssh_hosts: list[S
     assert "restart requested" in manual["reason"]
     stopped = fleet("stop", "host2", "host3")
     assert stopped.returncode == 0 and stopped.stdout.count(": stopped") == 2
+    not_running = fleet("drain", "host3")  # draining works through the supervisor (shown above by triage)
+    assert not_running.returncode == 1 and "host3: the supervisor on host3 is not running; nothing to drain" in \
+        not_running.stderr and "Traceback" not in not_running.stderr
     status = fleet("status")
     assert status.returncode == 0 and status.stdout.count("supervisor down") == 2
     assert {s["state"] for s in client.get("/fleet/supervisors")["items"] if s["host"] in ("host2", "host3")} == {"stopped"}

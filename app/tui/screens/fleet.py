@@ -92,6 +92,7 @@ class FleetScreen(ViewScreen):
         Binding("R", "fleet_command('restart')", "Restart agent", id="fleet.restart"),
         Binding("P", "fleet_command('provision')", "Provision", id="fleet.provision"),
         Binding("S", "fleet_command('stop')", "Stop agent", id="fleet.stop"),
+        Binding("D", "fleet_command('drain')", "Drain", id="fleet.drain"),
         Binding("y", "raw", "Raw", id="fleet.raw", show=False),
         Binding("escape", "clear", "Clear", id="fleet.clear", show=False),
     ]
