@@ -7,9 +7,11 @@ failure becomes a :class:`~fleetdeck.errors.FleetdeckError` whose message names 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json as _json
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -338,3 +340,28 @@ def _error_message(response: httpx.Response) -> str:
                 parts.append(f"{loc}: {err.get('msg', '')}")
         return "; ".join(parts) or str(detail)
     return str(detail)
+
+
+_shared: dict[tuple[str, str | None], Client] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> Client:
+    """One client per configured server for the whole process, closed when the process exits.
+
+    SDK handles (``Task.get_task``, datasets) are many; their connections should not be.
+    """
+    settings = ClientSettings.load()
+    key = (settings.url, settings.token)
+    with _shared_lock:
+        if key not in _shared:
+            if not _shared:
+                atexit.register(_close_shared)
+            _shared[key] = Client(settings=settings)
+        return _shared[key]
+
+
+def _close_shared() -> None:
+    with _shared_lock:
+        while _shared:
+            _shared.popitem()[1].close()

@@ -28,7 +28,6 @@ upload`` can run as separate commands, as with ``clearml-data``.
 
 from __future__ import annotations
 
-import atexit
 import fnmatch
 import hashlib
 import io
@@ -50,7 +49,7 @@ from fleetdeck._dataset_files import SourceFile, default_workers, hash_files, sc
 from fleetdeck._dataset_local import LocalCopies, VerifyReport
 from fleetdeck._dataset_manifest import FileEntry, HostilePath, Manifest, ManifestDiff
 from fleetdeck._dataset_progress import ProgressFactory, no_progress, text_progress
-from fleetdeck.client import Client
+from fleetdeck.client import Client, shared_client
 from fleetdeck.config import data_home
 from fleetdeck.errors import FleetdeckError, NotFound, RequestRejected
 
@@ -167,7 +166,7 @@ class Dataset:
             description: free text.
             client: a client (default: the configured server).
         """
-        client = client or _default_client()
+        client = client or shared_client()
         parent_ids = [p.id if isinstance(p, Dataset) else p for p in parent_datasets or []]
         doc = client.post("/datasets", {"name": dataset_name, "project": dataset_project,
                                         "parents": parent_ids, "tags": list(dataset_tags or []),
@@ -189,7 +188,7 @@ class Dataset:
         Raises:
             NotFound: no such version.
         """
-        client = client or _default_client()
+        client = client or shared_client()
         doc = cls._resolve(client, dataset_id, dataset_name, dataset_project, dataset_version)
         dataset = cls._load(client, doc)
         if dataset.is_final and record_lineage:
@@ -201,7 +200,7 @@ class Dataset:
                       tags: Sequence[str] | None = None,
                       client: Client | None = None) -> list[dict[str, Any]]:
         """Version documents, newest first."""
-        client = client or _default_client()
+        client = client or shared_client()
         found = client.get("/datasets", project=dataset_project, name=dataset_name,
                            tag=list(tags or []) or None)
         return found["items"]  # type: ignore[no-any-return]
@@ -557,28 +556,6 @@ def _current_task_id() -> str | None:
     return os.environ.get("FLEETDECK_TASK_ID") or None
 
 
-_clients: dict[tuple[str, str | None], Client] = {}
-_clients_lock = threading.Lock()
-
-
-def _default_client() -> Client:
-    """One shared client per configured server, closed when the process exits."""
-    from fleetdeck.config import ClientSettings
-
-    settings = ClientSettings.load()
-    key = (settings.url, settings.token)
-    with _clients_lock:
-        if key not in _clients:
-            if not _clients:
-                atexit.register(_close_clients)
-            _clients[key] = Client(settings=settings)
-        return _clients[key]
-
-
-def _close_clients() -> None:
-    for client in _clients.values():
-        client.close()
-    _clients.clear()
 
 
 def _fetch_manifest(client: Client, sha256: str) -> Manifest:

@@ -740,19 +740,11 @@ class Task:
         return self._doc
 
 
-_clients: dict[tuple[str, str | None], Client] = {}
-
-
 def _default_client() -> Client:
-    """One shared client per configured server (handles are many; connections should not be)."""
-    from fleetdeck.client import Client
-    from fleetdeck.config import ClientSettings
+    """The process's shared client, imported late so ``import fleetdeck`` does not load httpx."""
+    from fleetdeck.client import shared_client
 
-    settings = ClientSettings.load()
-    key = (settings.url, settings.token)
-    if key not in _clients:
-        _clients[key] = Client(settings=settings)
-    return _clients[key]
+    return shared_client()
 
 
 # -- process exit ----------------------------------------------------------------------------------
