@@ -18,7 +18,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
-from textual.widgets.data_table import CellDoesNotExist
 
 from fleetdeck.app.tui.data import Page, TaskQuery
 from fleetdeck.app.tui.fmt import (SPARK_CELLS, age, duration, literal, number, sparkline, status_text,
@@ -135,17 +134,11 @@ class ExperimentsScreen(ViewScreen):
 
     def _sparks_loaded(self, found: dict[tuple[str, str], tuple[int, str]]) -> None:
         self.sparks.update(found)
-        table = self.query_one("#tasks", DataTable)
-        for (task_id, key), _ in found.items():
-            task = self.rows.get(task_id)
-            if task is None or key not in self.metric_keys:
-                continue
-            cells = self._cells(task)
-            try:
-                table.update_cell(task_id, f"m:{key}", cells[7 + self.metric_keys.index(key)],
-                                  update_width=True)
-            except CellDoesNotExist:
-                pass
+        self._sync_cells()
+
+    def _sync_cells(self) -> None:
+        """Show :attr:`rows` in the table (only the cells that changed are redrawn)."""
+        sync_rows(self.query_one("#tasks", DataTable), [(key, self._cells(task)) for key, task in self.rows.items()])
 
     def _apply(self, page: Page) -> None:
         self.poll_succeeded()
@@ -210,7 +203,7 @@ class ExperimentsScreen(ViewScreen):
                     table.add_column(label, key=key)
                 self._columns = columns
             self.rows = {task["id"]: task for task in items}
-            sync_rows(table, [(task["id"], self._cells(task)) for task in items])
+            self._sync_cells()
             if rebuilt and selected in self.rows:
                 table.move_cursor(row=list(self.rows).index(selected), animate=False)
         self.painted += 1
